@@ -9,22 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Modules allowed to import trio (the I/O shells) and what they may be named.
-SHELLS = {
-    "app.py",
-    "cli.py",
-    "demo.py",
-    "metrics.py",
-    "sniffer.py",
-    "waiters.py",
-    "service.py",
-    "server.py",
-    "client.py",
-    "transport.py",
-    "__init__.py",
-    "__main__.py",
-    "oauth.py",
-}
+# Pure modules: bytes and values in, values out (STYLE.md, "The sans-IO boundary").
 PURE = {"model.py", "registrations.py", "jsonrpc.py", "apns.py", "fcm.py", "credentials.py"}
 
 
