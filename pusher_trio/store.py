@@ -10,8 +10,18 @@ writer thread, so they never block the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import copy
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
+
+import attrs
+import cattrs
 
 from .model import App, Device
 
@@ -70,3 +80,563 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     def statistics(self) -> dict[str, int]: ...
+
+
+# =====================================================================================
+# Implementations (H3). Everything below the Protocol may change; its signatures may not.
+# =====================================================================================
+
+
+log = logging.getLogger(__name__)
+
+# A refresh (same device, only last_registered moved) is written at most this often;
+# close() writes the newest times anyway. Phones refresh every few minutes: writing
+# each one would be the store's whole load for no information.
+REFRESH_WRITE_INTERVAL = 300.0
+# The writer waits this long after the first queued change so one transaction carries
+# many; kill -9 loses at most this window (the brief: commit at least every ~200 ms).
+BATCH_DELAY = 0.05
+SCHEMA_VERSION = 1
+
+_converter = cattrs.Converter()
+
+
+def unstructure_app(app: App) -> dict[str, Any]:
+    """JSON-ready dict of an App *with its secrets* (the store keeps them; never print it)."""
+    data: dict[str, Any] = _converter.unstructure(app)
+    return data
+
+
+def structure_app(data: Mapping[str, Any]) -> App:
+    """Inverse of unstructure_app; the auth kind is told apart by its unique fields."""
+    return _converter.structure(dict(data), App)
+
+
+class StoreError(Exception):
+    """The store could not commit (disk full, file gone); raised by flush()."""
+
+
+DeviceKey = tuple[str, str]  # (aor, device_id)
+
+
+class MemoryStore:
+    """The whole Store behaviour in memory: the reference for SqliteStore and for tests.
+
+    Reads return the stored objects: Devices and Apps are frozen; the config tree is
+    copied on write, so a value returned by get_config never changes under the caller
+    (treat it as read-only all the same).
+    """
+
+    def __init__(self, *, refresh_interval: float = REFRESH_WRITE_INTERVAL) -> None:
+        self._lock = threading.RLock()
+        self._devices: dict[str, dict[str, Device]] = {}
+        self._count = 0
+        self._apps: dict[str, App] = {}
+        self._config: dict[str, Any] = {}
+        self._refresh_interval = refresh_interval
+        # last_registered as last written, to decide whether a refresh needs a write
+        self._written_at: dict[DeviceKey, float] = {}
+        self._stats = {"device_writes_skipped": 0}
+
+    # --- persistence hooks (no-ops in memory) ---------------------------------------
+    def _dirty_device(self, key: DeviceKey) -> None:
+        pass
+
+    def _dirty_app(self, app_id: str) -> None:
+        pass
+
+    def _dirty_config(self, top_key: str) -> None:
+        pass
+
+    # --- devices ----------------------------------------------------------------
+    def devices(self, aor: str | None = None) -> list[Device]:
+        with self._lock:
+            if aor is not None:
+                return list(self._devices.get(aor, {}).values())
+            return [d for by_id in self._devices.values() for d in by_id.values()]
+
+    def device(self, aor: str, device_id: str) -> Device | None:
+        """One record, or None (additive to the Protocol)."""
+        return self._devices.get(aor, {}).get(device_id)
+
+    def device_count(self) -> int:
+        return self._count
+
+    def put_devices(self, devices: Iterable[Device]) -> list[Device]:
+        changed: list[Device] = []
+        with self._lock:
+            for device in devices:
+                by_id = self._devices.get(device.aor)
+                if by_id is None:
+                    by_id = self._devices[device.aor] = {}
+                old = by_id.get(device.device_id)
+                if old is None:
+                    self._count += 1
+                by_id[device.device_id] = device
+                key = (device.aor, device.device_id)
+                if old is not None and old.same_registration(device):
+                    written = self._written_at.get(key, 0.0)
+                    if device.last_registered - written < self._refresh_interval:
+                        self._stats["device_writes_skipped"] += 1
+                        continue
+                else:
+                    changed.append(device)
+                self._written_at[key] = device.last_registered
+                self._dirty_device(key)
+        return changed
+
+    def _replace(self, old: Device, new: Device) -> None:
+        self._devices[old.aor][old.device_id] = new
+        key = (old.aor, old.device_id)
+        self._written_at[key] = new.last_registered
+        self._dirty_device(key)
+
+    def unbind(self, aor: str, device_ids: Iterable[str] | None = None) -> int:
+        n = 0
+        with self._lock:
+            by_id = self._devices.get(aor, {})
+            ids = list(by_id) if device_ids is None else list(device_ids)
+            for device_id in ids:
+                old = by_id.get(device_id)
+                if old is not None and old.bound:
+                    self._replace(old, attrs.evolve(old, bound=False))
+                    n += 1
+        return n
+
+    def invalidate(self, aor: str, device_id: str, reason: str, now: float) -> bool:
+        """Mark the record invalid; False when there is no such record.
+
+        It stays invalid until a successful REGISTER puts a Device again (the
+        sniffer's devices are valid, so put_devices revives it).
+        """
+        with self._lock:
+            old = self._devices.get(aor, {}).get(device_id)
+            if old is None:
+                return False
+            if old.state != "invalid" or old.reason != reason:
+                self._replace(
+                    old, attrs.evolve(old, state="invalid", reason=reason, invalidated_at=now)
+                )
+            return True
+
+    def remove_devices(self, aor: str, token: str | None = None) -> int:
+        with self._lock:
+            by_id = self._devices.get(aor)
+            if not by_id:
+                return 0
+            gone = [i for i, d in by_id.items() if token is None or d.token == token]
+            for device_id in gone:
+                del by_id[device_id]
+                key = (aor, device_id)
+                self._written_at.pop(key, None)
+                self._dirty_device(key)
+            if not by_id:
+                del self._devices[aor]
+            self._count -= len(gone)
+            return len(gone)
+
+    # --- apps --------------------------------------------------------------------
+    def apps(self) -> Mapping[str, App]:
+        return dict(self._apps)
+
+    def put_app(self, app: App) -> None:
+        with self._lock:
+            self._apps[app.app_id] = app
+            self._dirty_app(app.app_id)
+
+    def remove_app(self, app_id: str) -> bool:
+        with self._lock:
+            if self._apps.pop(app_id, None) is None:
+                return False
+            self._dirty_app(app_id)
+            return True
+
+    # --- dynamic configuration -------------------------------------------------------
+    def get_config(self, key: str | None = None) -> Any:
+        node: Any = self._config
+        if key is None:
+            return node
+        for part in _split_key(key):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(key)
+            node = node[part]
+        return node
+
+    def set_config(self, key: str, value: Any) -> None:
+        """Set a JSON value at a dotted key, creating intermediate objects.
+
+        Raises TypeError when an intermediate value exists and is not an object,
+        ValueError when the value is not JSON (or the key is empty).
+        """
+        parts = _split_key(key)
+        try:
+            value = json.loads(json.dumps(value))  # a private copy, and proof it is JSON
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config value for {key!r} is not JSON: {exc}") from None
+        with self._lock:
+            top = parts[0]
+            if len(parts) == 1:
+                new_top = value
+            else:
+                new_top = copy.deepcopy(self._config.get(top, {}))
+                if not isinstance(new_top, dict):
+                    raise TypeError(f"config key {top!r} holds a {type(new_top).__name__}")
+                node = new_top
+                for i, part in enumerate(parts[1:-1], start=1):
+                    nxt = node.setdefault(part, {})
+                    if not isinstance(nxt, dict):
+                        raise TypeError(
+                            f"config key {'.'.join(parts[: i + 1])!r} holds a {type(nxt).__name__}"
+                        )
+                    node = nxt
+                node[parts[-1]] = value
+            config = dict(self._config)
+            config[top] = new_top
+            self._config = config
+            self._dirty_config(top)
+
+    def delete_config(self, key: str) -> bool:
+        parts = _split_key(key)
+        with self._lock:
+            top = parts[0]
+            if top not in self._config:
+                return False
+            config = dict(self._config)
+            if len(parts) == 1:
+                del config[top]
+            else:
+                new_top = copy.deepcopy(config[top])
+                node = new_top
+                for part in parts[1:-1]:
+                    if not isinstance(node, dict) or part not in node:
+                        return False
+                    node = node[part]
+                if not isinstance(node, dict) or parts[-1] not in node:
+                    return False
+                del node[parts[-1]]
+                config[top] = new_top
+            self._config = config
+            self._dirty_config(top)
+            return True
+
+    # --- lifecycle ----------------------------------------------------------------
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def statistics(self) -> dict[str, int]:
+        return {"devices": self._count, "apps": len(self._apps), **self._stats}
+
+
+def _split_key(key: str) -> list[str]:
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ValueError(f"bad config key {key!r}")
+    return parts
+
+
+# --- SQLite -------------------------------------------------------------------------
+
+_DEVICE_COLUMNS = (
+    "aor, device_id, type, app, token, sandbox, push_type, extra, user_agent, contact,"
+    " bound, last_registered, state, reason, invalidated_at"
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS devices (
+    aor TEXT NOT NULL, device_id TEXT NOT NULL, type TEXT NOT NULL, app TEXT NOT NULL,
+    token TEXT NOT NULL, sandbox INTEGER NOT NULL, push_type TEXT, extra TEXT NOT NULL,
+    user_agent TEXT NOT NULL, contact TEXT NOT NULL, bound INTEGER NOT NULL,
+    last_registered REAL NOT NULL, state TEXT NOT NULL, reason TEXT, invalidated_at REAL,
+    PRIMARY KEY (aor, device_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS apps (app_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+def _device_row(d: Device) -> tuple[Any, ...]:
+    return (
+        d.aor, d.device_id, d.type, d.app, d.token, int(d.sandbox), d.push_type,
+        json.dumps(dict(d.extra), separators=(",", ":")), d.user_agent, d.contact,
+        int(d.bound), d.last_registered, d.state, d.reason, d.invalidated_at,
+    )  # fmt: skip
+
+
+def _device_from_row(row: tuple[Any, ...]) -> Device:
+    (aor, device_id, type_, app, token, sandbox, push_type, extra, user_agent, contact,
+     bound, last_registered, state, reason, invalidated_at) = row  # fmt: skip
+    return Device(
+        aor=aor, device_id=device_id, type=type_, app=app, token=token,
+        sandbox=bool(sandbox), push_type=push_type, extra=json.loads(extra),
+        user_agent=user_agent, contact=contact, bound=bool(bound),
+        last_registered=last_registered, state=state, reason=reason,
+        invalidated_at=invalidated_at,
+    )  # fmt: skip
+
+
+def _create_private(path: str) -> None:
+    """Create `path` (and nothing else) with mode 0600 before SQLite opens it.
+
+    SQLite gives the -wal and -shm files the main file's permissions.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class SqliteStore(MemoryStore):
+    """The embedded store: everything in memory, changes committed by a writer thread.
+
+    Opening loads every record (synchronously: fine for the daemon's start and for a
+    short-lived CLI process). Each change marks a key dirty; the writer thread waits
+    BATCH_DELAY after the first one, then writes the current value of every dirty key
+    (or deletes it) in one transaction with executemany. A key changed 100 times in a
+    batch is written once. WAL mode with synchronous=NORMAL: a committed batch survives
+    kill -9 of the process.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        refresh_interval: float = REFRESH_WRITE_INTERVAL,
+        batch_delay: float = BATCH_DELAY,
+    ) -> None:
+        super().__init__(refresh_interval=refresh_interval)
+        self.path = os.fspath(path)
+        self._batch_delay = batch_delay
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        _create_private(self.path)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(_SCHEMA)
+            self._load(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        self._dirty_devices: set[DeviceKey] = set()
+        self._dirty_apps: set[str] = set()
+        self._dirty_configs: set[str] = set()
+        self._wake = threading.Condition(self._lock)
+        self._changes = 0  # bumped by every change
+        self._committed = 0  # value of _changes covered by the last commit
+        self._flush_now = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._stats.update({"batches": 0, "rows_written": 0, "write_errors": 0})
+        self._thread = threading.Thread(
+            target=self._writer, name=f"store-writer:{os.path.basename(self.path)}", daemon=True
+        )
+        self._thread.start()
+
+    def _load(self, db: sqlite3.Connection) -> None:
+        for row in db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices"):
+            d = _device_from_row(row)
+            self._devices.setdefault(d.aor, {})[d.device_id] = d
+            self._written_at[(d.aor, d.device_id)] = d.last_registered
+            self._count += 1
+        for app_id, data in db.execute("SELECT app_id, data FROM apps"):
+            try:
+                self._apps[app_id] = structure_app(json.loads(data))
+            except (ValueError, cattrs.BaseValidationError) as exc:
+                log.error("store: app %r is unreadable and ignored: %s", app_id, exc)
+        for key, value in db.execute("SELECT key, value FROM config"):
+            self._config[key] = json.loads(value)
+
+    # --- dirty tracking (called with the lock held) ------------------------------------
+    def _dirty_device(self, key: DeviceKey) -> None:
+        self._dirty_devices.add(key)
+        self._changed()
+
+    def _dirty_app(self, app_id: str) -> None:
+        self._dirty_apps.add(app_id)
+        self._changed()
+
+    def _dirty_config(self, top_key: str) -> None:
+        self._dirty_configs.add(top_key)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._closing and not self._thread.is_alive():
+            raise StoreError("store is closed")
+        self._changes += 1
+        if self._changes == self._committed + 1:
+            self._wake.notify_all()  # the first change of a batch starts the clock
+
+    # --- the writer thread ----------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            with self._wake:
+                while self._changes == self._committed and not self._closing:
+                    self._wake.wait()
+                if self._changes == self._committed and self._closing:
+                    return
+                deadline = time.monotonic() + self._batch_delay
+                while not (self._flush_now or self._closing):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
+                self._flush_now = False
+                upto = self._changes
+                batch = self._take_batch()
+            try:
+                rows = self._commit(*batch)
+            except (sqlite3.Error, OSError) as exc:
+                log.error("store: commit failed, will retry: %s", exc)
+                with self._wake:
+                    self._error = exc
+                    self._stats["write_errors"] += 1
+                    self._dirty_devices |= {k for k, _ in batch[0]} | set(batch[1])
+                    self._dirty_apps |= {k for k, _ in batch[2]} | set(batch[3])
+                    self._dirty_configs |= {k for k, _ in batch[4]} | set(batch[5])
+                    self._wake.notify_all()
+                    if self._closing:
+                        return
+                    self._wake.wait(1.0)
+                continue
+            with self._wake:
+                self._committed = upto
+                self._error = None
+                self._stats["batches"] += 1
+                self._stats["rows_written"] += rows
+                self._wake.notify_all()
+
+    def _take_batch(self) -> tuple[
+        list[tuple[DeviceKey, Device]], list[DeviceKey],
+        list[tuple[str, App]], list[str],
+        list[tuple[str, Any]], list[str],
+    ]:  # fmt: skip
+        put_d, del_d = [], []
+        for key in self._dirty_devices:
+            d = self._devices.get(key[0], {}).get(key[1])
+            if d is None:
+                del_d.append(key)
+            else:
+                put_d.append((key, d))
+        put_a, del_a = [], []
+        for app_id in self._dirty_apps:
+            app = self._apps.get(app_id)
+            if app is None:
+                del_a.append(app_id)
+            else:
+                put_a.append((app_id, app))
+        put_c, del_c = [], []
+        for top in self._dirty_configs:
+            if top in self._config:
+                put_c.append((top, self._config[top]))
+            else:
+                del_c.append(top)
+        self._dirty_devices, self._dirty_apps, self._dirty_configs = set(), set(), set()
+        return put_d, del_d, put_a, del_a, put_c, del_c
+
+    def _commit(
+        self,
+        put_d: list[tuple[DeviceKey, Device]],
+        del_d: list[DeviceKey],
+        put_a: list[tuple[str, App]],
+        del_a: list[str],
+        put_c: list[tuple[str, Any]],
+        del_c: list[str],
+    ) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if put_d:
+                db.executemany(
+                    f"INSERT OR REPLACE INTO devices ({_DEVICE_COLUMNS})"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [_device_row(d) for _, d in put_d],
+                )
+            if del_d:
+                db.executemany("DELETE FROM devices WHERE aor = ? AND device_id = ?", del_d)
+            if put_a:
+                db.executemany(
+                    "INSERT OR REPLACE INTO apps (app_id, data) VALUES (?, ?)",
+                    [(i, json.dumps(unstructure_app(a))) for i, a in put_a],
+                )
+            if del_a:
+                db.executemany("DELETE FROM apps WHERE app_id = ?", [(i,) for i in del_a])
+            if put_c:
+                db.executemany(
+                    "INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in put_c],
+                )
+            if del_c:
+                db.executemany("DELETE FROM config WHERE key = ?", [(k,) for k in del_c])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(put_d) + len(del_d) + len(put_a) + len(del_a) + len(put_c) + len(del_c)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def flush(self) -> None:
+        """Block until every change made before the call is committed.
+
+        Blocking: from trio code call it with `trio.to_thread.run_sync(store.flush)`.
+        Raises StoreError when the writer cannot commit (it keeps retrying).
+        """
+        with self._wake:
+            target = self._changes
+            while self._committed < target:
+                if not self._thread.is_alive():
+                    raise StoreError("store writer is not running")
+                self._flush_now = True
+                self._wake.notify_all()
+                self._wake.wait(0.5)
+                if self._error is not None and self._committed < target:
+                    raise StoreError(f"store commit failed: {self._error}") from self._error
+
+    def close(self) -> None:
+        """Write the newest refresh times, commit everything, stop the writer, close the file."""
+        with self._wake:
+            if self._closing:
+                return
+            for by_id in self._devices.values():
+                for d in by_id.values():
+                    key = (d.aor, d.device_id)
+                    if self._written_at.get(key) != d.last_registered:
+                        self._written_at[key] = d.last_registered
+                        self._dirty_device(key)
+        try:
+            self.flush()
+        finally:
+            with self._wake:
+                self._closing = True
+                self._wake.notify_all()
+            self._thread.join(timeout=10.0)
+            with self._wake:
+                self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def statistics(self) -> dict[str, int]:
+        stats = super().statistics()
+        stats["pending_writes"] = (
+            len(self._dirty_devices) + len(self._dirty_apps) + len(self._dirty_configs)
+        )
+        return stats
+
+
+# keep the type checker honest: both implement the Protocol
+_check_memory: Callable[[], Store] = MemoryStore
+_check_sqlite: Callable[[str], Store] = SqliteStore
