@@ -99,7 +99,7 @@ def _check_network(text: str) -> str:
 
 
 def _check_mode(text: str) -> int:
-    digits = text[1:] if text.startswith("0o") else text
+    digits = text[2:] if text.startswith("0o") else text
     if not digits or len(digits) > 4 or any(c not in "01234567" for c in digits):
         raise _BadValue(f'expected an octal file mode such as "0660", got {text!r}')
     mode = int(digits, 8)
