@@ -1,11 +1,889 @@
-"""Command line (DESIGN §6)."""
+"""Command line (DESIGN §6): `pusher-trio COMMAND ...`, Kazoo's maintenance commands and more.
+
+Exit codes: 0 done, 1 the operation failed (no registration in time, daemon
+unreachable, nothing to remove), 2 bad usage or bad input (unreadable file,
+invalid credentials, bad configuration). A failure prints exactly one line on
+stderr. Tokens are shown masked and secrets are never printed.
+
+Commands talk to the running daemon over its control socket (JSON-RPC in
+netstrings, §7) with a small blocking client: a CLI call is one request. The
+commands that change apps or the dynamic configuration open the store
+directly when no daemon answers, so an operator can prepare a node before the
+first start.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import socket
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
+
+from .config import Config, ConfigError, load_config, parse_host_port
+from .model import DEFAULT_APNS_HOST, App, Auth, mask_token
+
+PROG = "pusher-trio"
+CONFIG_ENV = "PUSHER_TRIO_CONFIG"  # used when --config is not given
+ADMIN_TIMEOUT = 10.0  # seconds for a control call that does not wait for a phone
+PUSH_MARGIN = 5.0  # a push reply may come this long after its own deadline
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    print(f"pusher-trio: not implemented yet: {' '.join(args)}", file=sys.stderr)
-    return 2
+# --- errors ------------------------------------------------------------------------------
+
+
+class CliError(Exception):
+    """A failure to report on one line, with the exit code to use."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageError(CliError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 2)
+
+
+class DaemonUnavailable(CliError):
+    """Nothing listens on the control socket."""
+
+
+class RemoteError(CliError):
+    """The daemon answered a JSON-RPC error."""
+
+    def __init__(self, name: str, message: str, rpc_code: int, data: Any) -> None:
+        code = 2 if rpc_code in (-32600, -32601, -32602, -32700) else 1
+        super().__init__(f"{name}: {message}" if message and message != name else name, code)
+        self.name = name
+        self.rpc_code = rpc_code
+        self.data = data
+
+
+_ERROR_NAMES = {
+    -32001: "NoPushTarget",
+    -32002: "Timeout",
+    -32003: "PushRejected",
+    -32004: "Overloaded",
+    -32005: "ShuttingDown",
+    -32006: "Cancelled",
+    -32700: "ParseError",
+    -32600: "InvalidRequest",
+    -32601: "MethodNotFound",
+    -32602: "InvalidParams",
+    -32603: "InternalError",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (DESIGN §6) instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# --- where the daemon is ------------------------------------------------------------------
+
+
+def _is_tcp_target(text: str) -> bool:
+    if text.startswith("tcp:"):
+        return True
+    if "/" in text:
+        return False
+    try:
+        parse_host_port(text)
+    except ValueError:
+        return False
+    return True
+
+
+class ControlTarget:
+    """A UNIX socket path or a TCP (host, port)."""
+
+    def __init__(self, path: str | None = None, address: tuple[str, int] | None = None) -> None:
+        self.path = path
+        self.address = address
+
+    @classmethod
+    def parse(cls, text: str) -> ControlTarget:
+        if _is_tcp_target(text):
+            try:
+                return cls(address=parse_host_port(text.removeprefix("tcp:")))
+            except ValueError as exc:
+                raise UsageError(f"--socket: {exc}") from None
+        return cls(path=text)
+
+    def __str__(self) -> str:
+        if self.address is not None:
+            return f"{self.address[0]}:{self.address[1]}"
+        return str(self.path)
+
+    def connect(self, timeout: float) -> socket.socket:
+        try:
+            if self.address is not None:
+                return socket.create_connection(self.address, timeout=timeout)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.path))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnavailable(
+                f"no daemon answers at {self}: {exc.strerror or exc} (is `pusher-trio serve` running?)"
+            ) from None
+        except OSError as exc:
+            raise CliError(f"cannot connect to {self}: {exc.strerror or exc}") from None
+
+
+def call(target: ControlTarget, method: str, params: Mapping[str, Any], timeout: float) -> Any:
+    """One JSON-RPC request over a fresh connection; returns the result or raises."""
+    from .control import jsonrpc
+
+    sock = target.connect(min(timeout, ADMIN_TIMEOUT))
+    with sock:
+        sock.settimeout(timeout)
+        request_id = 1
+        try:
+            sock.sendall(jsonrpc.encode_request(method, dict(params), id=request_id))
+            decoder = jsonrpc.NetstringDecoder(max_length=16 * 1024 * 1024)
+            while True:
+                frame = decoder.next_frame()
+                if frame is not None:
+                    response = jsonrpc.parse_response(frame)
+                    if response.id != request_id and response.id is not None:
+                        continue
+                    break
+                data = sock.recv(65536)
+                if not data:
+                    raise CliError(f"the daemon at {target} closed the connection")
+                decoder.feed(data)
+        except TimeoutError:
+            raise CliError(f"no answer from the daemon at {target} within {timeout:g} s") from None
+        except jsonrpc.ControlError as exc:
+            raise CliError(f"unreadable reply from the daemon: {exc.message}") from None
+        except OSError as exc:
+            raise CliError(f"connection to {target} failed: {exc.strerror or exc}") from None
+    if response.error is not None:
+        error = response.error
+        name = _ERROR_NAMES.get(error.code, f"error {error.code}")
+        raise RemoteError(name, error.message, error.code, error.data)
+    return response.result
+
+
+# --- output helpers ---------------------------------------------------------------------
+
+
+def _masked(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text if "…" in text else mask_token(text)
+
+
+def _device_id_shown(device_id: str) -> str:
+    # A device without +sip.instance is identified by its token (DESIGN §8): mask it.
+    if device_id.startswith(("<urn:", "urn:", '"<urn:')) or "…" in device_id:
+        return device_id
+    return mask_token(device_id) if len(device_id) > 16 else device_id
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def _when(ts: object) -> str:
+    if not isinstance(ts, int | float) or ts <= 0:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
+# --- the session: config, target, store fallback ------------------------------------------
+
+
+class Session:
+    """What every command needs: the configuration, the control target, the store."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.args = args
+        self.out = out
+        config_path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or None
+        try:
+            self.config: Config = load_config(config_path)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        socket_arg = getattr(args, "socket", None)
+        if socket_arg:
+            self.target = ControlTarget.parse(socket_arg)
+        elif self.config.control.unix_socket != "-":
+            self.target = ControlTarget(path=self.config.control.unix_socket)
+        else:
+            self.target = ControlTarget(address=self.config.control.tcp_address)
+
+    def call(self, method: str, params: Mapping[str, Any], timeout: float = ADMIN_TIMEOUT) -> Any:
+        return call(self.target, method, params, timeout)
+
+    @contextmanager
+    def open_store(self) -> Iterator[Any]:
+        """The store file itself, for when no daemon runs (apps and config commands)."""
+        from .store import SqliteStore
+
+        try:
+            store = SqliteStore(self.config.store.path)
+        except Exception as exc:  # sqlite3.Error and permission errors alike
+            raise CliError(f"cannot open the store {self.config.store.path}: {exc}") from None
+        try:
+            yield store
+            store.flush()
+        finally:
+            store.close()
+
+    def call_or_store(
+        self, method: str, params: Mapping[str, Any], offline: Callable[[Any], Any]
+    ) -> Any:
+        """Ask the daemon; when none answers, run `offline(store)` on the store file."""
+        try:
+            return self.call(method, params)
+        except DaemonUnavailable:
+            pass
+        with self.open_store() as store:
+            return offline(store)
+
+
+# --- apps ----------------------------------------------------------------------------------
+
+
+def _auth_kind(auth: Auth) -> str:
+    from .model import AppleCertAuth, AppleTokenAuth
+
+    if isinstance(auth, AppleCertAuth):
+        return "certificate"
+    if isinstance(auth, AppleTokenAuth):
+        return "token"
+    return "service-account"
+
+
+def app_view(app: App) -> dict[str, Any]:
+    """What may be shown of an app: never its key, certificate or service-account secret."""
+    from .model import AppleTokenAuth, FirebaseAuth
+
+    view: dict[str, Any] = {
+        "app_id": app.app_id,
+        "type": app.type,
+        "host": app.host if app.type == "apple" else None,
+        "push_type": app.push_type,
+        "auth": _auth_kind(app.auth),
+        "payload_template": app.payload_template is not None,
+    }
+    if isinstance(app.auth, AppleTokenAuth):
+        view.update(key_id=app.auth.key_id, team_id=app.auth.team_id)
+    if isinstance(app.auth, FirebaseAuth):
+        view.update(
+            project_id=app.auth.service_account.get("project_id"),
+            project_number=app.auth.project_number,
+            base_url=app.auth.base_url,
+        )
+    return view
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path} is not UTF-8 text") from None
+
+
+def _payload_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    text = _read_text(path, "payload template")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"payload template {path} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"payload template {path} must be a JSON object")
+    return text
+
+
+def _credential_error(exc: Exception, path: str) -> UsageError:
+    return UsageError(f"{path}: {exc}")
+
+
+def _build_apple_app(args: argparse.Namespace) -> tuple[App, list[str]]:
+    from . import providers
+
+    warnings: list[str] = []
+    template = _payload_template(args.payload_template)
+    if args.key_file is not None:
+        if args.cert_file is not None:
+            raise UsageError("give either CERT_FILE or --key-file, not both")
+        if not args.key_id or not args.team_id:
+            raise UsageError("token auth needs --key-id and --team-id with --key-file")
+        text = _read_text(args.key_file, "key file")
+        try:
+            auth: Auth = providers.load_apple_token_key(text, args.key_id, args.team_id)
+        except providers.CredentialError as exc:
+            raise _credential_error(exc, args.key_file) from None
+        host = args.host or DEFAULT_APNS_HOST
+    else:
+        if args.cert_file is None:
+            raise UsageError("add-apple-app needs CERT_FILE or --key-file")
+        if args.key_id or args.team_id:
+            raise UsageError("--key-id and --team-id go with --key-file")
+        if args.host_positional and args.host:
+            raise UsageError("give HOST or --host, not both")
+        text = _read_text(args.cert_file, "certificate file")
+        try:
+            auth, warnings = providers.load_apple_cert(text, time.time())
+        except providers.CredentialError as exc:
+            raise _credential_error(exc, args.cert_file) from None
+        host = args.host_positional or args.host or DEFAULT_APNS_HOST
+    _check_host(host)
+    app = App(
+        app_id=args.app_id,
+        type="apple",
+        auth=auth,
+        host=host,
+        push_type=args.push_type,
+        payload_template=template,
+    )
+    return app, list(warnings)
+
+
+def _check_host(host: str) -> None:
+    name, sep, port = host.rpartition(":")
+    if not host or "/" in host or " " in host or (sep and not (name and port.isdigit())):
+        raise UsageError(f"HOST must be host or host:port, got {host!r}")
+
+
+def _build_firebase_app(args: argparse.Namespace) -> App:
+    from . import providers
+
+    text = _read_text(args.service_account, "service account file")
+    try:
+        auth = providers.load_service_account(
+            text, project_number=args.project_number, base_url=args.base_url
+        )
+    except providers.CredentialError as exc:
+        raise _credential_error(exc, args.service_account) from None
+    return App(
+        app_id=args.app_id,
+        type="firebase",
+        auth=auth,
+        push_type=args.push_type,
+        payload_template=_payload_template(args.payload_template),
+    )
+
+
+def _add_app(session: Session, app: App) -> int:
+    from .store import unstructure_app
+
+    def offline(store: Any) -> Any:
+        store.put_app(app)
+        return {"app_id": app.app_id, "stored": "offline"}
+
+    result = session.call_or_store("apps.add", {"app": unstructure_app(app)}, offline)
+    where = "in the store (daemon not running)" if _is_offline(result) else "to the daemon"
+    session.out.write(f"added {app.type} app {app.app_id} {where}\n")
+    return 0
+
+
+def _is_offline(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("stored") == "offline"
+
+
+def cmd_add_apple_app(session: Session) -> int:
+    app, warnings = _build_apple_app(session.args)
+    for warning in warnings:
+        _warn(warning)
+    return _add_app(session, app)
+
+
+def cmd_add_firebase_app(session: Session) -> int:
+    return _add_app(session, _build_firebase_app(session.args))
+
+
+def cmd_apps_list(session: Session) -> int:
+    def offline(store: Any) -> Any:
+        return {"apps": [app_view(app) for app in store.apps().values()]}
+
+    result = session.call_or_store("apps.list", {}, offline)
+    apps = result.get("apps", []) if isinstance(result, dict) else []
+    if session.args.json:
+        _print_json({"apps": apps}, session.out)
+        return 0
+    if not apps:
+        session.out.write("no apps\n")
+        return 0
+    rows = [["APP_ID", "TYPE", "AUTH", "PUSH_TYPE", "HOST"]]
+    for app in sorted(apps, key=lambda a: str(a.get("app_id"))):
+        rows.append(
+            [
+                str(app.get("app_id", "")),
+                str(app.get("type", "")),
+                str(app.get("auth", "")),
+                str(app.get("push_type", "")),
+                str(app.get("host") or app.get("base_url") or ""),
+            ]
+        )
+    _table(rows, session.out)
+    return 0
+
+
+def cmd_apps_remove(session: Session) -> int:
+    app_id = session.args.app_id
+
+    def offline(store: Any) -> Any:
+        return {"removed": bool(store.remove_app(app_id))}
+
+    result = session.call_or_store("apps.remove", {"app_id": app_id}, offline)
+    removed = result.get("removed", True) if isinstance(result, dict) else bool(result)
+    if not removed:
+        raise CliError(f"no app {app_id}")
+    session.out.write(f"removed app {app_id}\n")
+    return 0
+
+
+# --- dynamic configuration ------------------------------------------------------------------
+
+
+def _show_value(value: Any, out: TextIO) -> None:
+    if isinstance(value, str):
+        out.write(value + "\n")
+    else:
+        _print_json(value, out)
+
+
+def cmd_config_get(session: Session) -> int:
+    key = session.args.key
+    params = {"key": key} if key else {}
+
+    def offline(store: Any) -> Any:
+        try:
+            return {"value": store.get_config(key)}
+        except KeyError:
+            raise CliError(f"no config key {key}") from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    try:
+        result = session.call_or_store("config.get", params, offline)
+    except RemoteError as exc:
+        message = f"no config key {key}" if exc.code == 1 and key else str(exc)
+        raise CliError(message, exc.code) from None
+    value = result.get("value") if isinstance(result, dict) and "value" in result else result
+    _show_value(value, session.out)
+    return 0
+
+
+def _config_set(session: Session, method: str, value: Any) -> int:
+    key = session.args.key
+
+    def offline(store: Any) -> Any:
+        try:
+            store.set_config(key, value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        return {"key": key}
+
+    session.call_or_store(method, {"key": key, "value": value}, offline)
+    session.out.write(f"{key} = {json.dumps(value, ensure_ascii=False)}\n")
+    return 0
+
+
+def cmd_config_set(session: Session) -> int:
+    return _config_set(session, "config.set", session.args.value)
+
+
+def cmd_config_set_json(session: Session) -> int:
+    try:
+        value = json.loads(session.args.value)
+    except ValueError as exc:
+        raise UsageError(f"VALUE is not JSON: {exc}") from None
+    return _config_set(session, "config.set_json", value)
+
+
+def cmd_config_delete(session: Session) -> int:
+    key = session.args.key
+
+    def offline(store: Any) -> Any:
+        try:
+            return {"deleted": bool(store.delete_config(key))}
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    result = session.call_or_store("config.delete", {"key": key}, offline)
+    deleted = result.get("deleted", True) if isinstance(result, dict) else bool(result)
+    if not deleted:
+        raise CliError(f"no config key {key}")
+    session.out.write(f"deleted {key}\n")
+    return 0
+
+
+# --- devices, push, status ----------------------------------------------------------------
+
+
+def _mask_device(device: Mapping[str, Any]) -> dict[str, Any]:
+    shown = dict(device)
+    if "token" in shown:
+        shown["token"] = _masked(shown["token"])
+    if "device_id" in shown:
+        shown["device_id"] = _device_id_shown(str(shown["device_id"]))
+    return shown
+
+
+def cmd_devices_list(session: Session) -> int:
+    aor = session.args.aor
+    result = session.call("devices.list", {"aor": aor} if aor else {})
+    devices = [_mask_device(d) for d in (result or {}).get("devices", [])]
+    if session.args.json:
+        _print_json({"devices": devices}, session.out)
+        return 0
+    if not devices:
+        session.out.write(f"no devices{' for ' + aor if aor else ''}\n")
+        return 0
+    rows = [["AOR", "TYPE", "APP", "TOKEN", "STATE", "LAST_REGISTERED", "USER_AGENT"]]
+    for d in devices:
+        state = str(d.get("state", ""))
+        if d.get("reason"):
+            state += f" ({d['reason']})"
+        rows.append(
+            [
+                str(d.get("aor", "")),
+                str(d.get("type", "")) + (" sandbox" if d.get("sandbox") else ""),
+                str(d.get("app", "")),
+                str(d.get("token", "")),
+                state,
+                _when(d.get("last_registered")),
+                str(d.get("user_agent") or ""),
+            ]
+        )
+    _table(rows, session.out)
+    return 0
+
+
+def cmd_devices_remove(session: Session) -> int:
+    params: dict[str, Any] = {"aor": session.args.aor}
+    if session.args.token:
+        params["token"] = session.args.token
+    result = session.call("devices.remove", params)
+    removed = result.get("removed", 0) if isinstance(result, dict) else int(result or 0)
+    if not removed:
+        raise CliError(f"no matching device for {session.args.aor}")
+    session.out.write(f"removed {removed} device(s) of {session.args.aor}\n")
+    return 0
+
+
+def _push_summary(pushes: Any) -> str:
+    if not isinstance(pushes, list) or not pushes:
+        return ""
+    parts = []
+    for push in pushes:
+        if isinstance(push, dict):
+            token = push.get("token")
+            label = push.get("outcome") or push.get("status") or push.get("result") or "?"
+            parts.append(f"{_masked(token) if token else push.get('device_id', '?')}: {label}")
+    return "; ".join(parts)
+
+
+def cmd_push(session: Session) -> int:
+    args = session.args
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be greater than 0")
+    call_id = args.call_id or f"cli-{uuid.uuid4().hex[:12]}"
+    params: dict[str, Any] = {"aor": args.aor, "call_id": call_id}
+    if args.timeout is not None:
+        params["timeout"] = args.timeout
+    if args.caller_number:
+        params["caller_number"] = args.caller_number
+    if args.caller_name:
+        params["caller_name"] = args.caller_name
+    if args.no_wait:
+        params["wait"] = False
+    wait = args.timeout if args.timeout is not None else session.config.push.max_wait
+    started = time.monotonic()
+    try:
+        result = session.call("push", params, timeout=wait + PUSH_MARGIN)
+    except KeyboardInterrupt:
+        try:
+            session.call("cancel", {"call_id": call_id}, timeout=2.0)
+        except CliError:
+            pass
+        raise CliError("interrupted: the wait was cancelled") from None
+    except RemoteError as exc:
+        detail = exc.data if exc.data is not None else None
+        suffix = ""
+        if isinstance(detail, dict):
+            suffix = _push_summary(detail.get("pushes")) or str(detail.get("reason") or "")
+        elif isinstance(detail, str):
+            suffix = detail
+        message = f"{args.aor}: {exc}" + (f" ({suffix})" if suffix else "")
+        raise CliError(message.replace("\n", " "), exc.code) from None
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if args.json:
+        _print_json(result, session.out)
+        return 0
+    pushes = _push_summary(result.get("pushes") if isinstance(result, dict) else None)
+    status = result.get("status") if isinstance(result, dict) else None
+    if status == "registered":
+        waited = result.get("waited_ms", round(elapsed_ms))
+        session.out.write(
+            f"registered {result.get('aor', args.aor)} after {waited} ms,"
+            f" contact {result.get('contact', '?')}\n"
+        )
+    else:
+        session.out.write(f"{status or 'done'} {args.aor}\n")
+    if pushes:
+        session.out.write(f"pushes: {pushes}\n")
+    return 0
+
+
+def _status_lines(value: Any, indent: int, out: TextIO) -> None:
+    pad = "  " * indent
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(item, Mapping):
+                if not item:
+                    out.write(f"{pad}{key}: -\n")
+                    continue
+                out.write(f"{pad}{key}:\n")
+                _status_lines(item, indent + 1, out)
+            else:
+                out.write(f"{pad}{key}: {_scalar(key, item)}\n")
+
+
+def _scalar(key: object, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, str) and "token" in str(key).lower():
+        return _masked(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def cmd_status(session: Session) -> int:
+    result = session.call("status", {})
+    if session.args.json:
+        _print_json(result, session.out)
+    else:
+        _status_lines(result, 0, session.out)
+    return 0
+
+
+def cmd_serve(session: Session) -> int:
+    import trio
+
+    from .app import run
+    from .logs import setup_logging
+
+    config = session.config
+    setup_logging(config.log.level, config.log.format)
+    try:
+        trio.run(lambda: run(config, manage_logging=True))
+    except ConfigError as exc:  # a start-up check that needed the file system
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_demo(session: Session) -> int:
+    from .demo import main as demo_main
+
+    code: int = demo_main(
+        fcm=not session.args.no_fcm, out=session.out, json_lines=session.args.json
+    )
+    return code
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"static configuration (TOML); default ${CONFIG_ENV} or the embedded defaults",
+    )
+    common.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="control socket of the daemon: a UNIX socket path or host:port",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(
+        prog=PROG,
+        parents=[common],
+        description="Push-notification sidecar for Kamailio: wakes sleeping mobile SIP apps.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[Session], int], help: str, **kw: Any) -> _Parser:
+        p: _Parser = sub.add_parser(name, parents=[common], help=help, description=help, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    add("serve", cmd_serve, "run the sidecar (sniffer, control socket, push providers)")
+
+    p = add(
+        "add-apple-app", cmd_add_apple_app, "add or replace an APNs app (certificate or token auth)"
+    )
+    p.add_argument("app_id", metavar="APP_ID", help="bundle id the devices report (Token-App)")
+    p.add_argument(
+        "cert_file", metavar="CERT_FILE", nargs="?", help="PEM: certificate + unencrypted key"
+    )
+    p.add_argument(
+        "host_positional",
+        metavar="HOST",
+        nargs="?",
+        help=f"APNs host[:port] (default {DEFAULT_APNS_HOST})",
+    )
+    p.add_argument("--host", help="APNs host[:port] (token form)")
+    p.add_argument("--key-file", metavar="F.p8", help="token auth: the .p8 signing key")
+    p.add_argument("--key-id", metavar="K", help="token auth: key id")
+    p.add_argument("--team-id", metavar="T", help="token auth: team id")
+    p.add_argument("--push-type", choices=("alert", "voip"), default="alert")
+    p.add_argument("--payload-template", metavar="FILE", help="JSON payload template")
+
+    p = add("add-firebase-app", cmd_add_firebase_app, "add or replace an FCM (HTTP v1) app")
+    p.add_argument("app_id", metavar="APP_ID")
+    p.add_argument("service_account", metavar="SERVICE_ACCOUNT_JSON")
+    p.add_argument("--project-number", metavar="N")
+    p.add_argument("--base-url", metavar="URL", help="FCM endpoint (a local stand-in in tests)")
+    p.add_argument("--push-type", choices=("alert", "voip"), default="alert")
+    p.add_argument("--payload-template", metavar="FILE", help="JSON payload template")
+
+    apps = sub.add_parser("apps", parents=[common], help="list or remove apps")
+    apps_sub = apps.add_subparsers(dest="apps_command", metavar="ACTION", required=True)
+    p = apps_sub.add_parser("list", parents=[common], help="list apps (no secrets)")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(func=cmd_apps_list)
+    p = apps_sub.add_parser("remove", parents=[common], help="remove an app")
+    p.add_argument("app_id", metavar="APP_ID")
+    p.set_defaults(func=cmd_apps_remove)
+
+    cfg = sub.add_parser(
+        "config", parents=[common], help="dynamic configuration (Kazoo's User-Agents ...)"
+    )
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = cfg_sub.add_parser("get", parents=[common], help="show a value (everything without KEY)")
+    p.add_argument("key", metavar="KEY", nargs="?")
+    p.set_defaults(func=cmd_config_get)
+    p = cfg_sub.add_parser("set", parents=[common], help="set a string value at a dotted key")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.set_defaults(func=cmd_config_set)
+    p = cfg_sub.add_parser("set-json", parents=[common], help="set a JSON value at a dotted key")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.set_defaults(func=cmd_config_set_json)
+    p = cfg_sub.add_parser("delete", parents=[common], help="delete a dotted key")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(func=cmd_config_delete)
+
+    dev = sub.add_parser("devices", parents=[common], help="list or remove device records")
+    dev_sub = dev.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    p = dev_sub.add_parser("list", parents=[common], help="list devices (tokens masked)")
+    p.add_argument("aor", metavar="AOR", nargs="?")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(func=cmd_devices_list)
+    p = dev_sub.add_parser(
+        "remove", parents=[common], help="remove an AOR's devices (or one token)"
+    )
+    p.add_argument("aor", metavar="AOR")
+    p.add_argument("token", metavar="TOKEN", nargs="?")
+    p.set_defaults(func=cmd_devices_remove)
+
+    p = add("push", cmd_push, "push to an AOR's devices and wait for the REGISTER")
+    p.add_argument("aor", metavar="AOR", help="user@domain")
+    p.add_argument("--timeout", type=_seconds, metavar="S")
+    p.add_argument("--caller-number", metavar="N")
+    p.add_argument("--caller-name", metavar="X")
+    p.add_argument("--call-id", metavar="ID", help="default: a random one")
+    p.add_argument("--no-wait", action="store_true", help="push and return at once")
+    p.add_argument("--json", action="store_true", help="JSON output")
+
+    p = add("status", cmd_status, "counters of the running daemon")
+    p.add_argument("--json", action="store_true", help="JSON output")
+
+    p = add("demo", cmd_demo, "the whole flow on this machine, nothing external")
+    p.add_argument("--no-fcm", action="store_true", help="only the iOS (APNs) phone")
+    p.add_argument("--json", action="store_true", help="the timeline as JSON lines")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    stdout = out if out is not None else sys.stdout
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        session = Session(args, stdout) if args.command != "demo" else _demo_session(args, stdout)
+        code: int = args.func(session)
+        return code
+    except CliError as exc:
+        _error(str(exc))
+        return exc.code
+    except SystemExit as exc:  # --help / --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 1
+    except BrokenPipeError:
+        return 1
+
+
+def _demo_session(args: argparse.Namespace, out: TextIO) -> Session:
+    # The demo brings its own sidecar: it reads no configuration and needs no daemon.
+    session = Session.__new__(Session)
+    session.args = args
+    session.out = out
+    return session
+
+
+def _error(message: str) -> None:
+    line = " ".join(message.split())  # exactly one line, whatever the message held
+    sys.stderr.write(f"{PROG}: error: {line}\n")
+    sys.stderr.flush()
