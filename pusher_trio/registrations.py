@@ -1,0 +1,528 @@
+"""REGISTER correlation and push-target extraction (pure: no trio, no I/O, explicit `now`).
+
+`RegistrationTable.apply(message, now, user_agents)` takes every SIP message the
+sniffer sees and returns what changed, as events named as past facts:
+
+* `Registered(aor, contact, devices, at)`: a REGISTER was answered 2xx (or, with
+  `require_2xx=False`, a REGISTER copy was seen). `devices` are the push targets
+  found in its Contacts; `contact` is the URI text of its first bound Contact.
+* `Unregistered(aor, device_ids, at)`: the same, for `expires=0` Contacts
+  (`device_ids`), or `Contact: *` (`device_ids=None`: every device of the AOR).
+
+DESIGN §1: only a registration that succeeded counts. A REGISTER answered 401/403,
+never answered, or a 2xx whose Call-ID + CSeq we never saw in a REGISTER, changes
+nothing. Pending REGISTERs live in a table bounded by count and by bytes, oldest
+evicted first, each for at most `ttl` seconds (64*T1/... a transaction lasts 32 s).
+
+`apply` may raise `sip.SipParseError` for a malformed message (the sip parser
+parses headers lazily); the table is unchanged then.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+
+import sip
+
+from .model import Device, PushType, TokenType
+
+__all__ = [
+    "Event",
+    "Registered",
+    "RegistrationTable",
+    "Unregistered",
+    "extract_target",
+    "target_from_params",
+]
+
+# RFC 3261 §17.1.1.2: Timer B = 64*T1 = 32 s bounds a non-INVITE transaction.
+DEFAULT_TTL = 32.0
+# ~13.8k REGISTER/s (the Kamailio ceiling measured here) answered within a second need
+# a few thousand entries; 100k holds 7 s of a full-rate flood nobody answers.
+DEFAULT_MAX_ENTRIES = 100_000
+# Contacts are the part an attacker controls; bound the table by bytes too.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# More Contacts than this in one REGISTER are ignored (a phone binds one or two).
+MAX_CONTACTS = 32
+# Registrars bind for an hour when neither the Contact nor the request says (RFC 3261 §10.3).
+DEFAULT_EXPIRES = 3600
+_ENTRY_OVERHEAD = 400  # dict slot + tuple + object headers, roughly, per pending REGISTER
+
+
+# --- events ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class Registered:
+    """A registration of `aor` succeeded; `devices` are its Contacts' push targets."""
+
+    aor: str
+    contact: str
+    devices: list[Device]
+    at: float
+
+
+@attrs.frozen
+class Unregistered:
+    """Contacts of `aor` were unbound (`device_ids`; None: all of them, `Contact: *`)."""
+
+    aor: str
+    device_ids: list[str] | None
+    at: float
+
+
+Event = Registered | Unregistered
+
+
+# --- params ----------------------------------------------------------------------
+
+
+def _unquote_value(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+    return unquote(value) if "%" in value else value
+
+
+def _merged_params(
+    uri_params: Mapping[str, str | None], header_params: Mapping[str, str | None]
+) -> dict[str, str]:
+    """Contact header params overlaid with URI params (RFC 8599 puts them in the URI).
+
+    Names lowercased; values unquoted and percent-decoded; flag params dropped.
+    """
+    merged: dict[str, str] = {}
+    for params in (header_params, uri_params):
+        for name, value in params.items():
+            if value is not None:
+                merged[name.lower()] = _unquote_value(value)
+    return merged
+
+
+def _instance_id(header_params: Mapping[str, str | None]) -> str | None:
+    """RFC 5626 §4.1: +sip.instance="<urn:uuid:...>"; quotes and <> stripped."""
+    for name, value in header_params.items():
+        if name.lower() == "+sip.instance" and value:
+            v = _unquote_value(value).strip()
+            if v.startswith("<") and v.endswith(">"):
+                v = v[1:-1]
+            return v or None
+    return None
+
+
+_TOKEN_TYPES: dict[str, TokenType] = {
+    "apns": "apple",
+    "apple": "apple",
+    "fcm": "firebase",
+    "firebase": "firebase",
+    "google": "firebase",
+    "android": "firebase",
+}
+
+
+def _app_and_sandbox(app_id: str) -> tuple[str, bool]:
+    """Legacy `app-id`/Token-App: `.dev` selects the sandbox, `.prod` production."""
+    if app_id.endswith(".dev"):
+        return app_id[:-4], True
+    if app_id.endswith(".prod"):
+        return app_id[:-5], False
+    return app_id, False
+
+
+# --- the User-Agents mapping (Kazoo's JSON, as is) -----------------------------------
+
+
+@attrs.frozen
+class _Rule:
+    name: str
+    regex: re.Pattern[str]
+    token_app: str
+    token_type: str
+    token_id: str
+
+
+_RulesKey = tuple[tuple[str, str, str, str, str], ...]
+_RULES_CACHE: dict[_RulesKey, list[_Rule]] = {}
+_RULES_CACHE_SIZE = 16
+
+
+def _mapping_rules(mapping: Mapping[str, Any]) -> list[_Rule]:
+    """Compiled rules of a User-Agents mapping, compiled once per distinct mapping.
+
+    Entries that are not Kazoo-shaped (no regex, a missing property, a regex that does
+    not compile) are skipped: one bad entry must not stop the others.
+    """
+    key_items = []
+    for name, entry in mapping.items():
+        if not isinstance(entry, Mapping):
+            continue
+        regex, props = entry.get("regex"), entry.get("properties")
+        if not isinstance(regex, str) or not isinstance(props, Mapping):
+            continue
+        names = [props.get("Token-App"), props.get("Token-Type"), props.get("Token-ID")]
+        if not all(isinstance(n, str) and n for n in names):
+            continue
+        key_items.append((str(name), regex, *(str(n).lower() for n in names)))
+    key: _RulesKey = tuple(key_items)  # type: ignore[arg-type]
+    rules = _RULES_CACHE.get(key)
+    if rules is None:
+        rules = []
+        for name, regex, app_p, type_p, id_p in key:
+            try:
+                compiled = re.compile(regex)
+            except re.error:
+                continue
+            rules.append(_Rule(name, compiled, app_p, type_p, id_p))
+        if len(_RULES_CACHE) >= _RULES_CACHE_SIZE:
+            _RULES_CACHE.clear()
+        _RULES_CACHE[key] = rules
+    return rules
+
+
+# --- target extraction -------------------------------------------------------------
+
+
+def _split_prid(prid: str, services: Sequence[str]) -> str:
+    """Linphone sends `pn-prid=tok1:voip&tok2:remote`; take the token of our service."""
+    if "&" not in prid and ":" not in prid:
+        return prid
+    pairs = {}
+    for part in prid.split("&"):
+        token, _, service = part.rpartition(":")
+        pairs[service] = token if token else service
+    for service in services:
+        if pairs.get(service):
+            return pairs[service]
+    return next(iter(pairs.values()))
+
+
+def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
+    """RFC 8599 §4.1: pn-provider, pn-prid, pn-param. None when not (fully) present."""
+    provider = params.get("pn-provider", "").lower()
+    prid = params.get("pn-prid", "")
+    if not provider or not prid:
+        return None
+    sandbox = False
+    if provider.endswith(".dev"):  # Linphone/Flexisip: pn-provider=apns.dev
+        provider, sandbox = provider[:-4], True
+    pn_param = params.get("pn-param", "")
+    if provider == "apns":
+        # RFC 8599 §9.2: pn-param = TeamID.BundleID.service; the first dot ends the team
+        # id, the last one starts the service ("voip", or Linphone's "voip&remote").
+        team, _, rest = pn_param.partition(".")
+        bundle, dot, service = rest.rpartition(".")
+        if not team or not dot or not bundle:
+            return None
+        services = service.split("&")
+        push_type: PushType = "voip" if "voip" in services else "alert"
+        token = _split_prid(prid, ["voip", "remote"] if push_type == "voip" else services)
+        extra = {"source": "rfc8599", "team_id": team}
+        return ("apple", bundle, token, sandbox, push_type, extra)
+    if provider == "fcm":
+        # RFC 8599 §10.2: pn-param is the project (Linphone sends the project number);
+        # the service resolves it to a firebase app (DESIGN §11).
+        extra = {"source": "rfc8599"}
+        if pn_param:
+            extra["project"] = pn_param
+        return ("firebase", pn_param, prid, False, None, extra)
+    return None
+
+
+def _by_names(
+    params: Mapping[str, str], app_p: str, type_p: str, id_p: str, extra: dict[str, str]
+) -> tuple[Any, ...] | None:
+    type_ = _TOKEN_TYPES.get(params.get(type_p, "").lower())
+    token = params.get(id_p, "")
+    if type_ is None or not token:
+        return None
+    app, sandbox = _app_and_sandbox(params.get(app_p, ""))
+    return (type_, app, token, sandbox, None, extra)
+
+
+def target_from_params(
+    params: Mapping[str, str],
+    instance: str | None,
+    *,
+    aor: str,
+    contact: str,
+    user_agent: str,
+    user_agents: Mapping[str, Any],
+    now: float,
+) -> Device | None:
+    """The push target of one Contact, from its merged params; None when it has none.
+
+    First match wins (DESIGN §8): RFC 8599, legacy pn-type/pn-tok/app-id, the
+    User-Agents mapping. The device is identified by `+sip.instance`, else the token.
+    """
+    found = _rfc8599(params)
+    if found is None:
+        found = _by_names(params, "app-id", "pn-type", "pn-tok", {"source": "legacy"})
+    if found is None and user_agent and user_agents:
+        for rule in _mapping_rules(user_agents):
+            if rule.regex.search(user_agent):
+                extra = {"source": "mapping", "mapping": rule.name}
+                found = _by_names(params, rule.token_app, rule.token_type, rule.token_id, extra)
+                break  # Kazoo: the first matching entry decides
+    if found is None:
+        return None
+    type_, app, token, sandbox, push_type, extra = found
+    return Device(
+        aor=aor,
+        device_id=instance or token,
+        type=type_,
+        app=app,
+        token=token,
+        sandbox=sandbox,
+        push_type=push_type,
+        extra=extra,
+        user_agent=user_agent,
+        contact=contact,
+        bound=True,
+        last_registered=now,
+    )
+
+
+def extract_target(
+    contact: sip.Contact,
+    user_agent: str,
+    user_agents_mapping: Mapping[str, Any],
+    aor: str,
+    now: float,
+) -> Device | None:
+    """The push target of a parsed Contact (see target_from_params)."""
+    return target_from_params(
+        _merged_params(contact.uri.params, contact.params),
+        _instance_id(contact.params),
+        aor=aor,
+        contact=_uri_text(contact.uri),
+        user_agent=user_agent,
+        user_agents=user_agents_mapping,
+        now=now,
+    )
+
+
+def _uri_text(uri: sip.SipUri) -> str:
+    return str(uri)
+
+
+# --- what a REGISTER asks for ------------------------------------------------------
+
+
+@attrs.frozen
+class _Binding:
+    uri: str
+    params: dict[str, str]
+    instance: str | None
+    expires: int
+
+
+@attrs.frozen
+class _Request:
+    """The parts of a REGISTER the outcome needs: small, so the table stays small."""
+
+    aor: str
+    user_agent: str
+    wildcard: bool
+    bindings: tuple[_Binding, ...]
+    size: int
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() and len(text) < 11 else None
+
+
+def aor_of(message: sip.Request | sip.Response) -> str:
+    """`user@host` of the To URI (host lowercased; user percent-decoded)."""
+    to = message.headers.get("To")
+    if to is None:
+        raise sip.SipParseError("no To header")
+    uri = sip.parse_name_addr(to).uri
+    host = (uri.host or "").lower()
+    user = unquote(uri.user) if uri.user else ""
+    return f"{user}@{host}" if user else host
+
+
+def _summarize(request: sip.Request) -> _Request:
+    aor = aor_of(request)
+    user_agent = request.headers.get("User-Agent") or ""
+    default_expires = _int_or_none(request.headers.get("Expires"))
+    if default_expires is None:
+        default_expires = DEFAULT_EXPIRES
+    bindings = []
+    wildcard = False
+    size = _ENTRY_OVERHEAD + len(aor) + len(user_agent)
+    for contact in request.contacts()[:MAX_CONTACTS]:
+        if contact.is_wildcard:
+            wildcard = True
+            continue
+        expires = contact.expires if contact.expires is not None else default_expires
+        uri = _uri_text(contact.uri)
+        params = _merged_params(contact.uri.params, contact.params)
+        instance = _instance_id(contact.params)
+        size += len(uri) + sum(len(k) + len(v) + 100 for k, v in params.items()) + 200
+        bindings.append(_Binding(uri, params, instance, expires))
+    # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
+    wildcard = wildcard and default_expires == 0 and not bindings
+    return _Request(aor, user_agent, wildcard, tuple(bindings), size)
+
+
+def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[Event]:
+    if req.wildcard:
+        return [Unregistered(req.aor, None, now)]
+    bound_uri: str | None = None
+    devices: dict[str, Device] = {}
+    gone: list[str] = []
+    for b in req.bindings:
+        device = target_from_params(
+            b.params,
+            b.instance,
+            aor=req.aor,
+            contact=b.uri,
+            user_agent=req.user_agent,
+            user_agents=user_agents,
+            now=now,
+        )
+        if b.expires > 0:
+            if bound_uri is None:
+                bound_uri = b.uri
+            if device is not None:
+                devices[device.device_id] = device
+        else:
+            device_id = device.device_id if device is not None else b.instance
+            if device_id is not None and device_id not in gone:
+                gone.append(device_id)
+    events: list[Event] = []
+    if gone:
+        events.append(Unregistered(req.aor, gone, now))
+    if bound_uri is not None:
+        events.append(Registered(req.aor, bound_uri, list(devices.values()), now))
+    return events
+
+
+# --- the table -----------------------------------------------------------------------
+
+_Key = tuple[str, int]  # (Call-ID, CSeq number)
+
+
+class RegistrationTable:
+    """REGISTERs waiting for their final response, keyed by Call-ID + CSeq number.
+
+    Bounded: entries older than `ttl` seconds are dropped; beyond `max_entries`
+    entries or `max_bytes` (estimated) the oldest are evicted, so a flood of
+    unanswered REGISTERs costs a fixed amount of memory.
+    """
+
+    def __init__(
+        self,
+        require_2xx: bool = True,
+        ttl: float = DEFAULT_TTL,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if max_entries < 1 or max_bytes < 1 or ttl <= 0:
+            raise ValueError("ttl, max_entries and max_bytes must be positive")
+        self.require_2xx = require_2xx
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._pending: OrderedDict[_Key, tuple[float, _Request]] = OrderedDict()
+        self._bytes = 0
+        self._stats = {
+            "registers": 0,
+            "answered_2xx": 0,
+            "answered_failure": 0,
+            "provisional": 0,
+            "unmatched_responses": 0,
+            "expired": 0,
+            "evicted": 0,
+            "registered_events": 0,
+            "unregistered_events": 0,
+        }
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """The estimated memory held by pending REGISTERs (bounded by max_bytes)."""
+        return self._bytes
+
+    def statistics(self) -> dict[str, int]:
+        return {"pending": len(self._pending), "pending_bytes": self._bytes, **self._stats}
+
+    def apply(
+        self, message: sip.Request | sip.Response, now: float, user_agents: Mapping[str, Any]
+    ) -> list[Event]:
+        """Feed one message; returns the registrations it completes (usually none)."""
+        self.expire(now)
+        if isinstance(message, sip.Request):
+            if message.method != "REGISTER":
+                return []
+            req = _summarize(message)
+            self._stats["registers"] += 1
+            if not self.require_2xx:
+                return self._count(_events(req, now, user_agents))
+            number, _ = message.cseq
+            self._remember((message.call_id, number), now, req)
+            return []
+        number, method = message.cseq
+        if method != "REGISTER" or not self.require_2xx:
+            return []
+        status = message.status_code
+        key = (message.call_id, number)
+        if status < 200:
+            self._stats["provisional"] += 1
+            return []
+        entry = self._pending.pop(key, None)
+        if entry is None:
+            self._stats["unmatched_responses"] += 1
+            return []
+        self._bytes -= entry[1].size
+        if status >= 300:
+            self._stats["answered_failure"] += 1
+            return []
+        self._stats["answered_2xx"] += 1
+        return self._count(_events(entry[1], now, user_agents))
+
+    def expire(self, now: float) -> None:
+        """Drop REGISTERs older than ttl (insertion order is arrival order)."""
+        pending = self._pending
+        limit = now - self.ttl
+        while pending:
+            key, (at, req) = next(iter(pending.items()))
+            if at > limit:
+                break
+            del pending[key]
+            self._bytes -= req.size
+            self._stats["expired"] += 1
+
+    def _remember(self, key: _Key, now: float, req: _Request) -> None:
+        old = self._pending.pop(key, None)  # a retransmission: the newest copy wins
+        if old is not None:
+            self._bytes -= old[1].size
+        self._pending[key] = (now, req)
+        self._bytes += req.size
+        while len(self._pending) > self.max_entries or (
+            self._bytes > self.max_bytes and len(self._pending) > 1
+        ):
+            _, (_, gone) = self._pending.popitem(last=False)
+            self._bytes -= gone.size
+            self._stats["evicted"] += 1
+        if self._bytes > self.max_bytes:  # one REGISTER bigger than the whole budget
+            self._pending.clear()
+            self._bytes = 0
+            self._stats["evicted"] += 1
+
+    def _count(self, events: list[Event]) -> list[Event]:
+        for e in events:
+            key = "registered_events" if isinstance(e, Registered) else "unregistered_events"
+            self._stats[key] += 1
+        return events

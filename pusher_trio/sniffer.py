@@ -1,0 +1,338 @@
+"""The sniffer: UDP listeners that learn registrations from Kamailio's copies (DESIGN §8).
+
+Usage::
+
+    table = RegistrationTable(require_2xx=config.sniffer.require_2xx)
+    sniffer = Sniffer(
+        listen=["udp:127.0.0.1:9060"], allow_from=["127.0.0.0/8", "::1/128"],
+        hep_auth_key="", table=table, store=store,
+        on_registered=waiters_notify,            # called with every Registered event
+    )
+    addresses = await nursery.start(sniffer.serve)   # [(host, port), ...] once bound
+
+Each datagram is HEPv3 (starts with ``HEP3``) or raw SIP text, told apart per
+datagram. It is dropped, and counted by reason, when its UDP source is outside
+`allow_from`, when `hep_auth_key` is set and it is not a HEP packet carrying
+that key, when it is malformed, or when it is neither a REGISTER nor a response
+whose CSeq method is REGISTER (a cheap look at the first bytes and the CSeq line
+spares the full parse for other traffic). Everything else goes through
+`RegistrationTable.apply`; its events update the store (in memory at once, on disk
+in batches by the store's writer thread) and are handed to the callbacks.
+
+The reader drains its socket with non-blocking `recvfrom_into` until EAGAIN and
+only then awaits readability again, so a burst costs one scheduler round, not one
+per datagram (it yields every DRAIN_MAX datagrams to stay fair to the control
+server). Nothing a datagram contains can stop a listener.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+import trio
+
+import sip
+
+from .model import mask_token
+from .registrations import Registered, RegistrationTable, Unregistered
+from .store import Store
+
+__all__ = ["Sniffer", "parse_listen"]
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 65535  # UDP's 16-bit length field
+# 32 MiB holds ~1 s of Kamailio's 27.7k datagrams/s at ~1 KiB each: time for a GC
+# pause or a store flush without kernel drops. The kernel may grant less
+# (net.core.rmem_max) unless we may use SO_RCVBUFFORCE; statistics() says what it gave.
+RCVBUF = 32 * 1024 * 1024
+# Yield to the scheduler after this many datagrams in one drain, so a flood cannot
+# starve the control socket.
+DRAIN_MAX = 512
+HEP_PAYLOAD_SIP = 1  # HEPv3 chunk 11 value for SIP
+_ALLOW_CACHE_MAX = 4096
+_LOG_INTERVAL = 10.0  # seconds between two logs of unexpected errors
+
+# RFC 3261 §20.16 CSeq; `\n` anchors it to a line start. Compact forms don't exist for it.
+_CSEQ_METHOD = re.compile(rb"\n[Cc][Ss][Ee][Qq][ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)")
+
+COUNTERS = (
+    "received",  # every datagram read
+    "hep",  # ... of which HEPv3
+    "raw",  # ... of which raw SIP text
+    "parsed",  # REGISTER requests and responses fully parsed
+    "registrations",  # Registered events (successful registrations)
+    "unregistrations",  # Unregistered events
+    "devices_changed",  # device records created or changed by registrations
+    "dropped_not_allowed",  # UDP source outside allow_from
+    "dropped_auth",  # hep_auth_key set: wrong/missing key, or raw SIP
+    "dropped_malformed",  # bad HEP or SIP
+    "ignored_not_sip",  # HEP payload type other than SIP
+    "ignored_not_register",  # other requests, responses to other methods, keep-alives
+    "errors",  # unexpected exceptions (bugs) while handling a datagram; logged
+)
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """`udp:HOST:PORT` (HOST may be `[v6]`; `udp:` may be left out) -> (host, port)."""
+    text = spec
+    scheme, sep, rest = text.partition(":")
+    if sep and scheme.lower() in ("udp", "hep"):
+        text = rest
+    elif sep and scheme.lower() in ("tcp", "tls", "sctp"):
+        raise ValueError(f"sniffer listens on UDP only: {spec!r}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"bad sniffer listen address {spec!r} (want udp:HOST:PORT)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"sniffer listen host must be an IP address: {spec!r}") from None
+    if int(port) > 65535:
+        raise ValueError(f"bad port in {spec!r}")
+    return host, int(port)
+
+
+def _default_user_agents(store: Store) -> Callable[[], Mapping[str, Any]]:
+    def user_agents() -> Mapping[str, Any]:
+        try:
+            value = store.get_config("User-Agents")
+        except KeyError:
+            return {}
+        return value if isinstance(value, Mapping) else {}
+
+    return user_agents
+
+
+class Sniffer:
+    """UDP listeners feeding a RegistrationTable; see the module docstring.
+
+    `on_registered(event)` / `on_unregistered(event)` run synchronously in the
+    reader task after the store was updated; they must not block (the waiters'
+    notify is a dict lookup). `user_agents()` returns Kazoo's User-Agents mapping
+    (default: the store's `User-Agents` config). `clock` gives UNIX seconds.
+    """
+
+    def __init__(
+        self,
+        listen: Sequence[str],
+        allow_from: Sequence[str],
+        hep_auth_key: str,
+        table: RegistrationTable,
+        store: Store,
+        on_registered: Callable[[Registered], None],
+        on_unregistered: Callable[[Unregistered], None] | None = None,
+        user_agents: Callable[[], Mapping[str, Any]] | None = None,
+        *,
+        rcvbuf: int = RCVBUF,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._listen = [parse_listen(s) for s in listen]
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in allow_from]
+        self._allow_cache: dict[str, bool] = {}
+        key = hep_auth_key.encode() if hep_auth_key else b""
+        self._auth_key = key or None
+        self.table = table
+        self.store = store
+        self._on_registered = on_registered
+        self._on_unregistered = on_unregistered
+        self._user_agents = user_agents or _default_user_agents(store)
+        self._rcvbuf = rcvbuf
+        self._clock = clock
+        self._stats = dict.fromkeys(COUNTERS, 0)
+        self._rcvbuf_granted: list[int] = []
+        self._last_error_log = 0.0
+        self.addresses: list[tuple[str, int]] = []
+
+    # --- the shell -------------------------------------------------------------------
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Bind every listener, report [(host, port), ...], then read until cancelled."""
+        socks: list[socket.socket] = []
+        try:
+            for host, port in self._listen:
+                socks.append(self._open(host, port))
+            self.addresses = [s.getsockname()[:2] for s in socks]
+            async with trio.open_nursery() as nursery:
+                for s in socks:
+                    nursery.start_soon(self._reader, s)
+                log.info(
+                    "sniffer listening on %s (SO_RCVBUF granted %s bytes)",
+                    ", ".join(f"udp:{h}:{p}" for h, p in self.addresses),
+                    self._rcvbuf_granted,
+                )
+                task_status.started(list(self.addresses))
+                await trio.sleep_forever()
+        finally:
+            for s in socks:
+                s.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open(self, host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                if option is None:
+                    continue
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, self._rcvbuf)
+                    break
+                except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN
+                    continue
+            # Linux reports twice what it books for the payload (bookkeeping overhead).
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            self._rcvbuf_granted.append(granted)
+            if granted < self._rcvbuf:
+                log.warning(
+                    "sniffer: kernel granted SO_RCVBUF %d of %d bytes; raise "
+                    "net.core.rmem_max to absorb bursts",
+                    granted,
+                    self._rcvbuf,
+                )
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _reader(self, sock: socket.socket) -> None:
+        buf = bytearray(MAX_DATAGRAM)
+        view = memoryview(buf)
+        recv = sock.recvfrom_into
+        handle = self.handle_datagram
+        clock = self._clock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(DRAIN_MAX):
+                try:
+                    n, addr = recv(buf)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # e.g. ICMP errors queued on the socket
+                    self._log_error("sniffer: recvfrom failed: %s", exc)
+                    break
+                handle(bytes(view[:n]), addr[0], clock())
+            else:
+                await trio.lowlevel.checkpoint()  # a full drain: let others run
+
+    # --- the per-datagram path (synchronous; tests call it directly) ------------------
+    def handle_datagram(self, data: bytes, source: str, now: float) -> None:
+        """Classify one datagram from UDP source address `source` and apply it."""
+        stats = self._stats
+        stats["received"] += 1
+        allowed = self._allow_cache.get(source)
+        if allowed is None:
+            allowed = self._allowed(source)
+        if not allowed:
+            stats["dropped_not_allowed"] += 1
+            return
+        if data[:4] == b"HEP3":
+            stats["hep"] += 1
+            try:
+                packet = sip.decode_hep(data)
+            except sip.SipParseError:
+                stats["dropped_malformed"] += 1
+                return
+            if self._auth_key is not None and not _same_key(packet.auth_key, self._auth_key):
+                stats["dropped_auth"] += 1
+                return
+            if packet.payload_type != HEP_PAYLOAD_SIP:
+                stats["ignored_not_sip"] += 1
+                return
+            payload = packet.payload
+        else:
+            stats["raw"] += 1
+            if self._auth_key is not None:
+                stats["dropped_auth"] += 1
+                return
+            payload = data
+        try:
+            self._handle_sip(payload, now)
+        except sip.SipParseError:
+            stats["dropped_malformed"] += 1
+        except Exception:
+            stats["errors"] += 1
+            self._log_error("sniffer: unexpected error on a datagram", exc_info=True)
+
+    def _handle_sip(self, payload: bytes, now: float) -> None:
+        stats = self._stats
+        # Pre-filter: the first bytes say request or response, the CSeq line the method.
+        if payload[:9] == b"REGISTER ":
+            pass
+        elif payload[:8] == b"SIP/2.0 ":
+            m = _CSEQ_METHOD.search(payload)
+            if m is not None and m.group(1) != b"REGISTER":
+                stats["ignored_not_register"] += 1
+                return
+        else:
+            stats["ignored_not_register"] += 1
+            return
+        message = sip.parse_message(payload)
+        stats["parsed"] += 1
+        events = self.table.apply(message, now, self._user_agents())
+        for event in events:
+            if isinstance(event, Registered):
+                stats["registrations"] += 1
+                if event.devices:
+                    changed = self.store.put_devices(event.devices)
+                    stats["devices_changed"] += len(changed)
+                    for d in changed:
+                        log.info(
+                            "token learned: aor=%s device=%s type=%s app=%s token=%s",
+                            d.aor,
+                            mask_token(d.device_id) if d.device_id == d.token else d.device_id,
+                            d.type,
+                            d.app,
+                            mask_token(d.token),
+                        )
+                self._on_registered(event)
+            else:
+                stats["unregistrations"] += 1
+                self.store.unbind(event.aor, event.device_ids)
+                if self._on_unregistered is not None:
+                    self._on_unregistered(event)
+
+    def _allowed(self, source: str) -> bool:
+        try:
+            address = ipaddress.ip_address(source.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        allowed = any(address in net for net in self._allow)
+        if len(self._allow_cache) >= _ALLOW_CACHE_MAX:
+            self._allow_cache.clear()
+        self._allow_cache[source] = allowed
+        return allowed
+
+    def _log_error(self, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= _LOG_INTERVAL:
+            self._last_error_log = now
+            log.error(msg, *args, exc_info=exc_info)
+
+    def statistics(self) -> dict[str, int]:
+        """Datagram counters by outcome, the table's counters (`table_*`), SO_RCVBUF."""
+        stats = dict(self._stats)
+        for key, value in self.table.statistics().items():
+            stats[f"table_{key}"] = value
+        stats["rcvbuf_bytes"] = min(self._rcvbuf_granted, default=0)
+        return stats
+
+
+def _same_key(got: bytes | str | None, want: bytes) -> bool:
+    if got is None:
+        return False
+    if isinstance(got, str):
+        got = got.encode()
+    return hmac.compare_digest(got.rstrip(b"\0"), want)

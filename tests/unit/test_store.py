@@ -1,0 +1,333 @@
+"""MemoryStore and SqliteStore: persistence, file modes, batching, refresh, config keys."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from pusher_trio.model import App, AppleCertAuth, AppleTokenAuth, Device, FirebaseAuth
+from pusher_trio.store import MemoryStore, SqliteStore, Store, structure_app, unstructure_app
+
+TOKEN = "a1b2c3" + "0" * 54 + "dead"
+
+
+def device(aor: str = "alice@example.com", device_id: str = "urn:uuid:1", **kw: object) -> Device:
+    fields: dict[str, object] = {
+        "type": "apple",
+        "app": "com.example.app",
+        "token": TOKEN,
+        "last_registered": 1000.0,
+    }
+    fields.update(kw)
+    return Device(aor=aor, device_id=device_id, **fields)  # type: ignore[arg-type]
+
+
+APPS = [
+    App("com.example.cert", "apple", AppleCertAuth("-----BEGIN CERTIFICATE-----\nsecret")),
+    App(
+        "com.example.token",
+        "apple",
+        AppleTokenAuth("-----BEGIN PRIVATE KEY-----\nk", "KEYID12345", "TEAM123456"),
+        host="api.sandbox.push.apple.com:2197",
+        push_type="voip",
+        payload_template='{"x": 1}',
+    ),
+    App(
+        "my-project",
+        "firebase",
+        FirebaseAuth(
+            {"project_id": "my-project", "private_key": "k", "client_email": "a@b"},
+            project_number="1234",
+            base_url="https://127.0.0.1:1",
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStore]:
+    s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
+    yield s
+    s.close()
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+# --- behaviour shared by both ----------------------------------------------------------
+
+
+def test_both_implement_the_protocol(store: MemoryStore) -> None:
+    s: Store = store
+    assert s.device_count() == 0
+
+
+def test_put_devices_returns_only_changed_records(store: MemoryStore) -> None:
+    d = device()
+    assert store.put_devices([d]) == [d]
+    refreshed = attrs.evolve(d, last_registered=2000.0)
+    assert store.put_devices([refreshed]) == []
+    assert store.devices("alice@example.com") == [refreshed]  # memory has the new time
+    moved = attrs.evolve(d, contact="sip:alice@10.0.0.2", last_registered=2001.0)
+    assert store.put_devices([moved]) == [moved]
+    assert store.device_count() == 1
+
+
+def test_devices_lists_by_aor_and_all(store: MemoryStore) -> None:
+    store.put_devices([device(), device(device_id="b"), device(aor="bob@example.com")])
+    assert {d.device_id for d in store.devices("alice@example.com")} == {"urn:uuid:1", "b"}
+    assert len(store.devices()) == 3
+    assert store.devices("nobody@example.com") == []
+    assert store.device("bob@example.com", "urn:uuid:1") is not None
+
+
+def test_unbind_keeps_the_record(store: MemoryStore) -> None:
+    store.put_devices([device(), device(device_id="b")])
+    assert store.unbind("alice@example.com", ["urn:uuid:1"]) == 1
+    assert store.unbind("alice@example.com", ["urn:uuid:1"]) == 0  # already unbound
+    assert store.unbind("alice@example.com", None) == 1  # Contact: * unbinds the rest
+    assert [d.bound for d in store.devices("alice@example.com")] == [False, False]
+    # a new registration binds it again (and is a change worth writing)
+    assert store.put_devices([device(last_registered=1001.0)]) != []
+    assert store.device("alice@example.com", "urn:uuid:1").bound  # type: ignore[union-attr]
+
+
+def test_invalidate_then_register_revives(store: MemoryStore) -> None:
+    store.put_devices([device()])
+    assert store.invalidate("alice@example.com", "urn:uuid:1", "Unregistered", 1500.0)
+    assert not store.invalidate("alice@example.com", "nope", "Unregistered", 1500.0)
+    (d,) = store.devices("alice@example.com")
+    assert (d.state, d.reason, d.invalidated_at) == ("invalid", "Unregistered", 1500.0)
+    revived = store.put_devices([device(last_registered=1600.0)])
+    assert len(revived) == 1
+    (d,) = store.devices("alice@example.com")
+    assert (d.state, d.reason, d.invalidated_at) == ("valid", None, None)
+
+
+def test_remove_devices_by_aor_and_token(store: MemoryStore) -> None:
+    store.put_devices([device(), device(device_id="b", token="other" * 5)])
+    assert store.remove_devices("alice@example.com", "other" * 5) == 1
+    assert [d.device_id for d in store.devices("alice@example.com")] == ["urn:uuid:1"]
+    assert store.remove_devices("alice@example.com") == 1
+    assert store.remove_devices("alice@example.com") == 0
+    assert store.device_count() == 0
+
+
+def test_apps_round_trip(store: MemoryStore) -> None:
+    for app in APPS:
+        store.put_app(app)
+    assert dict(store.apps()) == {a.app_id: a for a in APPS}
+    assert store.remove_app("my-project")
+    assert not store.remove_app("my-project")
+    assert set(store.apps()) == {"com.example.cert", "com.example.token"}
+
+
+@pytest.mark.parametrize("app", APPS, ids=lambda a: a.app_id)
+def test_app_json_keeps_secrets_and_kind(app: App) -> None:
+    data = unstructure_app(app)
+    assert structure_app(data) == app
+    assert type(structure_app(data).auth) is type(app.auth)
+
+
+def test_config_dotted_keys(store: MemoryStore) -> None:
+    store.set_config("User-Agents.MyApp.regex", "^MyApp")
+    store.set_config("User-Agents.MyApp.properties.Token-App", "app-id")
+    store.set_config("User-Agents.MyApp.properties.Token-Type", "pn-type")
+    store.set_config("User-Agents.MyApp.properties.Token-ID", "pn-tok")
+    assert store.get_config("User-Agents") == {
+        "MyApp": {
+            "regex": "^MyApp",
+            "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"},
+        }
+    }
+    assert store.get_config("User-Agents.MyApp.properties.Token-ID") == "pn-tok"
+    with pytest.raises(KeyError):
+        store.get_config("User-Agents.Other")
+    with pytest.raises(KeyError):
+        store.get_config("User-Agents.MyApp.regex.deeper")
+
+
+def test_config_set_json_replaces_a_subtree(store: MemoryStore) -> None:
+    store.set_config("User-Agents.MyApp.regex", "^Old")
+    kazoo = {
+        "regex": "^MyApp",
+        "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"},
+    }
+    store.set_config("User-Agents.MyApp", kazoo)
+    assert store.get_config("User-Agents.MyApp") == kazoo
+    assert store.get_config() == {"User-Agents": {"MyApp": kazoo}}
+
+
+def test_config_value_returned_does_not_change_later(store: MemoryStore) -> None:
+    store.set_config("User-Agents.A.regex", "^A")
+    before = store.get_config("User-Agents")
+    store.set_config("User-Agents.B.regex", "^B")
+    assert before == {"A": {"regex": "^A"}}
+
+
+def test_config_delete(store: MemoryStore) -> None:
+    store.set_config("User-Agents.A.regex", "^A")
+    store.set_config("User-Agents.B.regex", "^B")
+    assert store.delete_config("User-Agents.A")
+    assert not store.delete_config("User-Agents.A")
+    assert not store.delete_config("User-Agents.B.regex.x")
+    assert store.get_config() == {"User-Agents": {"B": {"regex": "^B"}}}
+    assert store.delete_config("User-Agents")
+    assert store.get_config() == {}
+
+
+def test_config_errors(store: MemoryStore) -> None:
+    store.set_config("a.b", "text")
+    with pytest.raises(TypeError):
+        store.set_config("a.b.c", 1)  # "a.b" is a string, not an object
+    with pytest.raises(ValueError):
+        store.set_config("a..b", 1)
+    with pytest.raises(ValueError):
+        store.set_config("x", {1, 2})  # not JSON
+    assert store.get_config() == {"a": {"b": "text"}}
+
+
+# --- SQLite specifics ------------------------------------------------------------------
+
+
+def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "deep" / "pusher.db"  # parents are created
+    with SqliteStore(path) as s:
+        s.put_devices([device(), device(aor="bob@example.com", sandbox=True, push_type="voip",
+                                        extra={"team_id": "T"})])  # fmt: skip
+        s.invalidate("alice@example.com", "urn:uuid:1", "BadDeviceToken", 1200.0)
+        s.unbind("bob@example.com")
+        for app in APPS:
+            s.put_app(app)
+        s.set_config("User-Agents.MyApp.regex", "^MyApp")
+        expected_devices = sorted(s.devices(), key=lambda d: d.aor)
+    with SqliteStore(path) as s:
+        assert sorted(s.devices(), key=lambda d: d.aor) == expected_devices
+        assert dict(s.apps()) == {a.app_id: a for a in APPS}
+        assert s.get_config("User-Agents.MyApp.regex") == "^MyApp"
+        assert s.device_count() == 2
+
+
+def test_sqlite_removals_persist(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with SqliteStore(path) as s:
+        s.put_devices([device(), device(aor="bob@example.com")])
+        s.put_app(APPS[0])
+        s.set_config("User-Agents.A.regex", "^A")
+        s.set_config("Other", 1)
+    with SqliteStore(path) as s:
+        s.remove_devices("bob@example.com")
+        s.remove_app(APPS[0].app_id)
+        s.delete_config("Other")
+    with SqliteStore(path) as s:
+        assert [d.aor for d in s.devices()] == ["alice@example.com"]
+        assert dict(s.apps()) == {}
+        assert s.get_config() == {"User-Agents": {"A": {"regex": "^A"}}}
+
+
+def test_sqlite_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "pusher.db"
+    with SqliteStore(path) as s:
+        s.put_devices([device()])
+        s.flush()
+        for name in ("pusher.db", "pusher.db-wal", "pusher.db-shm"):
+            mode = stat.S_IMODE(os.stat(path.parent / name).st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_sqlite_existing_file_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    SqliteStore(path).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_sqlite_batches_many_changes_into_one_commit(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "p.db", batch_delay=0.2) as s:
+        s.put_devices([device(aor=f"u{i}@example.com") for i in range(500)])
+        for i in range(500):  # the same key changed again before the commit: one row
+            s.invalidate(f"u{i}@example.com", "urn:uuid:1", "x", 1.0)
+        s.flush()
+        stats = s.statistics()
+        assert stats["batches"] == 1
+        assert stats["rows_written"] == 500
+    assert rows(tmp_path / "p.db", "SELECT count(*), min(state) FROM devices") == [(500, "invalid")]
+
+
+def test_sqlite_commits_without_flush_within_the_batch_delay(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with SqliteStore(path, batch_delay=0.05) as s:
+        s.put_devices([device()])
+        deadline = time.monotonic() + 2.0
+        while s.statistics()["batches"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rows(path, "SELECT aor FROM devices") == [("alice@example.com",)]
+
+
+def test_sqlite_refresh_costs_no_write_until_close(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    s = SqliteStore(path, refresh_interval=300.0)
+    s.put_devices([device(last_registered=1000.0)])
+    s.flush()
+    written = s.statistics()["rows_written"]
+    for t in range(1001, 1100):  # 99 refreshes within the interval
+        s.put_devices([device(last_registered=float(t))])
+    s.flush()
+    assert s.statistics()["rows_written"] == written
+    assert s.statistics()["device_writes_skipped"] == 99
+    assert rows(path, "SELECT last_registered FROM devices") == [(1000.0,)]
+    s.put_devices([device(last_registered=1400.0)])  # past the interval: written
+    s.flush()
+    assert rows(path, "SELECT last_registered FROM devices") == [(1400.0,)]
+    s.put_devices([device(last_registered=1401.0)])
+    s.close()  # the newest time is written on shutdown
+    assert rows(path, "SELECT last_registered FROM devices") == [(1401.0,)]
+
+
+def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pusher_trio.model import Device
+        from pusher_trio.store import SqliteStore
+        s = SqliteStore({str(path)!r})
+        s.put_devices([Device(aor="a@b", device_id="d", type="apple", app="x", token="t")])
+        s.set_config("User-Agents.A.regex", "^A")
+        s.flush()
+        s.put_devices([Device(aor="c@d", device_id="d", type="apple", app="x", token="t")])
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path.cwd(), timeout=30)
+    assert proc.returncode == -9
+    with SqliteStore(path) as s:
+        assert "a@b" in {d.aor for d in s.devices()}  # committed before the kill
+        assert s.get_config("User-Agents.A.regex") == "^A"
+
+
+def test_sqlite_cli_style_short_process(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    s = SqliteStore(path)
+    s.put_app(APPS[1])
+    s.close()
+    s.close()  # idempotent
+    with SqliteStore(path) as s2:
+        assert s2.apps()["com.example.token"] == APPS[1]
