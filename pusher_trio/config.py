@@ -88,7 +88,12 @@ def parse_udp_listen(text: str) -> tuple[str, int]:
         raise _BadValue(f"only UDP listeners are supported, got {text!r}")
     if sep and scheme.lower() == "udp":
         text = rest
-    return parse_host_port(text)
+    host, port = parse_host_port(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _BadValue(f"listen on an IP address, not a name: {text!r}") from None
+    return host, port
 
 
 def _check_network(text: str) -> str:

@@ -155,6 +155,7 @@ def test_tcp_can_be_disabled_and_unix_mode_octal_forms() -> None:
         ("[sniffer]\nlisten = [9060]\n", "sniffer.listen", "list of strings"),
         ("[sniffer]\nlisten = ['tcp:127.0.0.1:9060']\n", "sniffer.listen", "only UDP"),
         ("[sniffer]\nlisten = ['udp:127.0.0.1:x']\n", "sniffer.listen", "not a number"),
+        ("[sniffer]\nlisten = ['localhost:9060']\n", "sniffer.listen", "IP address"),
         ("[sniffer]\nallow_from = ['10.0.0.0/33']\n", "sniffer.allow_from", "not an IP network"),
         ("[sniffer]\nrequire_2xx = 'yes'\n", "sniffer.require_2xx", "true or false"),
         ("[sniffer]\nhep_auth_key = 1\n", "sniffer.hep_auth_key", "expected a string"),
