@@ -1,0 +1,281 @@
+"""Real processes for the end-to-end tests: Kamailio with the shipped config, and sipp.
+
+Kamailio runs in the foreground (`-DD -E`) on free loopback ports, its defines passed
+with `-A`; it is stopped with SIGTERM to the PID in its pid file. sipp runs one
+scenario from load/sipp/ per process, with explicit `-p`, `-mp`, `-cp` ports (never
+5060 or sipp's default 8888). Used by tests/e2e and by load/storm.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[2]
+KAMAILIO_CFG = ROOT / "conf" / "kamailio" / "kamailio.cfg"
+SIPP_DIR = ROOT / "load" / "sipp"
+
+KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
+SIPP = shutil.which("sipp")
+
+_used_ports: set[int] = set()
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, *, both: bool = False) -> int:
+    """A loopback port free now (UDP by default; `both`: free for UDP and TCP)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _used_ports:
+            continue
+        if both:
+            other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+            try:
+                with socket.socket(socket.AF_INET, other) as s:
+                    s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def free_port_range(n: int) -> int:
+    """First of `n` consecutive free UDP ports (sipp -mp uses a few after its base)."""
+    for _ in range(200):
+        base = free_port()
+        ok = True
+        for p in range(base + 1, base + n):
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+                break
+        if ok:
+            _used_ports.update(range(base, base + n))
+            return base
+    raise RuntimeError("no free port range")
+
+
+# ---------------------------------------------------------------- Kamailio
+
+
+@dataclass
+class Kamailio:
+    rundir: Path
+    sip_port: int
+    defines: Mapping[str, str | int | None] = field(default_factory=dict)
+    cfg: Path = KAMAILIO_CFG
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def pidfile(self) -> Path:
+        return self.rundir / "kamailio.pid"
+
+    def argv(self) -> list[str]:
+        assert KAMAILIO is not None
+        argv = [KAMAILIO, "-f", str(self.cfg), "-DD", "-E", "-Y", str(self.rundir), "-P", str(self.pidfile)]
+        argv += ["-m", "64", "-M", "8"]
+        defines: dict[str, str | int | None] = {"SIP_PORT": self.sip_port, **self.defines}
+        for name, value in defines.items():
+            argv += ["-A", name if value is None else f"{name}={value}"]
+        return argv
+
+    def check(self) -> None:
+        """`kamailio -c` with the same defines; raises with its output on failure."""
+        out = subprocess.run([*self.argv(), "-c"], capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError(f"kamailio -c failed:\n{out.stdout}\n{out.stderr}")
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.rundir / "kamailio.log"
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kamailio exited {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if self._ping():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"kamailio did not answer OPTIONS within {timeout}s:\n{self.log()[-4000:]}")
+
+    def _ping(self) -> bool:
+        msg = (
+            f"OPTIONS sip:127.0.0.1:{self.sip_port} SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKping{n}\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:ping@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1>\r\n"
+            "Call-ID: ping-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).format(n=time.monotonic_ns())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.3)
+            # the reply goes to the Via's address; put ours there
+            port = s.getsockname()[1]
+            s.sendto(msg.replace("127.0.0.1:9;", f"127.0.0.1:{port};").encode(), ("127.0.0.1", self.sip_port))
+            try:
+                data = s.recv(65535)
+            except OSError:
+                return False
+        return data.startswith(b"SIP/2.0 200")
+
+    def log(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        pid = None
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pidfile.read_text().strip())
+        if pid is None:
+            pid = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # our own process group (start_new_session): the children follow
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def running_kamailio(rundir: Path, defines: Mapping[str, str | int | None]) -> Iterator[Kamailio]:
+    kam = Kamailio(rundir=rundir, sip_port=free_port(), defines=defines)
+    kam.start()
+    try:
+        yield kam
+    finally:
+        kam.stop()
+
+
+def quoted(value: str) -> str:
+    """A string define for `-A NAME=...` (Kamailio wants the quotes)."""
+    return '"' + value.replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------- sipp
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    messages: str
+    errors: str
+    stdout: str
+
+    def statuses(self) -> list[tuple[int, str]]:
+        """Final and provisional (status, reason) received, in order."""
+        found = []
+        for block in self.messages.split("----------------------------------------------- "):
+            if "message received" not in block:
+                continue
+            m = re.search(r"^SIP/2\.0 (\d{3}) ([^\r\n]*)", block, re.M)
+            if m:
+                found.append((int(m.group(1)), m.group(2).strip()))
+        return found
+
+
+def sipp_argv(
+    scenario: str,
+    *,
+    remote: int,
+    workdir: Path,
+    name: str,
+    local_port: int | None = None,
+    keys: Mapping[str, str] | None = None,
+    service: str | None = None,
+    calls: int = 1,
+    rate: float | None = None,
+    timeout_s: float = 30,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    assert SIPP is not None
+    argv = [
+        SIPP,
+        f"127.0.0.1:{remote}",
+        "-sf", str(SIPP_DIR / scenario),
+        "-t", "u1",
+        "-i", "127.0.0.1",
+        "-mi", "127.0.0.1",
+        "-p", str(local_port or free_port()),
+        "-mp", str(free_port_range(4)),
+        "-cp", str(free_port()),
+        "-m", str(calls),
+        "-timeout", f"{timeout_s}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_msg", "-message_file", str(workdir / f"{name}.messages.log"),
+        "-trace_err", "-error_file", str(workdir / f"{name}.errors.log"),
+    ]  # fmt: skip
+    if rate is not None:
+        argv += ["-r", str(rate)]
+    if service is not None:
+        argv += ["-s", service]
+    for k, v in (keys or {}).items():
+        argv += ["-key", k, v]
+    argv += list(extra)
+    return argv
+
+
+async def run_sipp(scenario: str, *, workdir: Path, name: str, **kw: object) -> SippResult:
+    argv = sipp_argv(scenario, workdir=workdir, name=name, **kw)  # type: ignore[arg-type]
+    proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, cwd=workdir)
+    return _result(proc.returncode, workdir, name, proc.stdout + proc.stderr)
+
+
+def _result(rc: int, workdir: Path, name: str, out: bytes) -> SippResult:
+    def read(suffix: str) -> str:
+        p = workdir / f"{name}.{suffix}"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    return SippResult(rc, read("messages.log"), read("errors.log"), out.decode(errors="replace")[-3000:])
+
+
+class SippProcess:
+    """A sipp started in the background (the phone's UAS); `wait()` for its result."""
+
+    def __init__(self, scenario: str, *, workdir: Path, name: str, **kw: object) -> None:
+        self.workdir = workdir
+        self.name = name
+        argv = sipp_argv(scenario, workdir=workdir, name=name, **kw)  # type: ignore[arg-type]
+        self.proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    async def wait(self) -> SippResult:
+        while self.proc.poll() is None:
+            await trio.sleep(0.05)
+        out = self.proc.stdout.read() if self.proc.stdout else b""
+        return _result(self.proc.returncode, self.workdir, self.name, out)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
