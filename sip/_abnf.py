@@ -1,0 +1,83 @@
+"""The SIP grammar as regular expressions, each under the ABNF it implements.
+
+RFC 3261 §25.1 is the source unless a line says otherwise. Where real phones
+break the grammar in harmless ways (``:`` or ``=`` inside a Contact param value,
+``_`` in a host name) the expressions are a little wider than the RFC and say so.
+The hot paths in :mod:`sip.message` and :mod:`sip.headers` split on delimiters
+with ``str`` methods and use these expressions to validate or for the rare cases.
+"""
+
+from __future__ import annotations
+
+import re
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
+TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+TOKEN_RE = re.compile(TOKEN)
+
+# Method = INVITEm / ACKm / OPTIONSm / BYEm / CANCELm / REGISTERm / extension-method
+# extension-method = token
+METHOD_RE = TOKEN_RE
+
+# header-name = token
+HEADER_NAME_RE = TOKEN_RE
+
+# Status-Code = 3DIGIT   (extension-code = 3DIGIT)
+STATUS_CODE_RE = re.compile(r"[1-6][0-9][0-9]")
+
+# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT   (only 2.0 exists)
+SIP_VERSION = "SIP/2.0"
+
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+# qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
+# quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[^\r\n])*"'
+QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
+
+# CSeq = "CSeq" HCOLON 1*DIGIT LWS Method
+# RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
+CSEQ_RE = re.compile(r"([0-9]{1,10})[ \t]+(" + TOKEN + r")")
+MAX_CSEQ = 2**31 - 1
+
+# delta-seconds = 1*DIGIT   (Expires, expires param; RFC 3261 §20.19)
+DELTA_SECONDS_RE = re.compile(r"[0-9]{1,10}")
+
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )   (RFC 3986 §3.1)
+SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+
+# host = hostname / IPv4address / IPv6reference
+# hostname = *( domainlabel "." ) toplabel [ "." ]
+# domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum
+# IPv6reference = "[" IPv6address "]"
+# Wider than the RFC: "_" is accepted in labels (seen in SRV-style names).
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9_\-.]+")
+IPV6_REFERENCE_RE = re.compile(r"\[[0-9A-Fa-f:.]{2,45}\]")
+
+# port = 1*DIGIT
+PORT_RE = re.compile(r"[0-9]{1,5}")
+
+# Characters never allowed anywhere in a URI: controls, space, DEL and the three
+# delimiters of the name-addr around it (RFC 3261 §25.1: only "escaped" may carry them).
+URI_FORBIDDEN_RE = re.compile(r'[\x00-\x20\x7f<>"]')
+
+# generic-param = token [ EQUAL gen-value ]
+# gen-value = token / host / quoted-string
+# Wider than the RFC: an unquoted value is anything up to ; , whitespace or a quote
+# (phones put ":" "/" "=" and "[...]" there).
+GENERIC_PARAM_RE = re.compile(
+    r'[ \t]*;[ \t]*([^\s;,="<>]+)(?:[ \t]*=[ \t]*(' + QUOTED_STRING + r'|[^\s;,"]*))?'
+)
+
+# contact-param = (name-addr / addr-spec) *( SEMI contact-params )
+# name-addr = [ display-name ] LAQUOT addr-spec RAQUOT
+# display-name = *(token LWS)/ quoted-string
+# addr-spec without <> cannot hold ; , ? (RFC 3261 §20.10: such URIs MUST be in <>),
+# so its ;params belong to the header.
+NAME_ADDR_RE = re.compile(
+    r'[ \t]*(?:(' + QUOTED_STRING + r')|([^<"]*?))[ \t]*<([^<>]*)>'
+)
+ADDR_SPEC_RE = re.compile(r'[ \t]*([^\s;,<>"]+)')
+
+# Obsolete line folding (RFC 3261 §7.3.1): a line starting with SP or HTAB continues
+# the previous header; the CRLF and leading whitespace become one SP.
+FOLD_RE = re.compile(r"\r?\n[ \t]+")

@@ -1,0 +1,230 @@
+"""HEPv3 (Homer Encapsulation Protocol), the framing Kamailio's siptrace uses.
+
+A packet is ``"HEP3"``, a u16 total length (the 6-byte header included), then
+chunks: vendor u16, type u16, length u16 (the 6-byte chunk header included),
+value. All integers are big-endian. Every length is checked against the bytes
+actually there before anything is read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from .errors import HepParseError
+
+__all__ = ["HEP_MAGIC", "HepPacket", "decode_hep", "encode_hep"]
+
+HEP_MAGIC = b"HEP3"
+MAX_HEP_PACKET = 65535  # 16-bit total length field
+_HEADER = 6  # "HEP3" + u16 total length; also the size of a chunk header
+
+# Generic chunk types (vendor 0), from the HEPv3 draft and Kamailio's sipcapture.
+IP_FAMILY = 1
+IP_PROTOCOL = 2
+IPV4_SRC = 3
+IPV4_DST = 4
+IPV6_SRC = 5
+IPV6_DST = 6
+SRC_PORT = 7
+DST_PORT = 8
+TIMESTAMP_SEC = 9
+TIMESTAMP_USEC = 10
+PAYLOAD_TYPE = 11
+CAPTURE_ID = 12
+AUTH_KEY = 14
+PAYLOAD = 15
+COMPRESSED_PAYLOAD = 16
+CORRELATION_ID = 17
+
+AF_INET = 2
+AF_INET6 = 10
+PAYLOAD_SIP = 1
+
+_U8 = struct.Struct("!B")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_CHUNK = struct.Struct("!HHH")
+# value size of the fixed-size chunks
+_FIXED = {
+    IP_FAMILY: 1,
+    IP_PROTOCOL: 1,
+    IPV4_SRC: 4,
+    IPV4_DST: 4,
+    IPV6_SRC: 16,
+    IPV6_DST: 16,
+    SRC_PORT: 2,
+    DST_PORT: 2,
+    TIMESTAMP_SEC: 4,
+    TIMESTAMP_USEC: 4,
+    PAYLOAD_TYPE: 1,
+    CAPTURE_ID: 4,
+}
+
+
+@dataclass(slots=True)
+class HepPacket:
+    """A decoded HEPv3 packet.
+
+    ``src``/``dst`` are ``(ip, port)`` (``("", 0)`` when the sender left them out),
+    ``timestamp`` is UNIX seconds with microseconds, ``payload_type`` 1 is SIP,
+    ``protocol`` is the IP protocol number (17 UDP, 6 TCP), 0 when absent.
+    """
+
+    payload: bytes
+    payload_type: int = 0
+    src: tuple[str, int] = ("", 0)
+    dst: tuple[str, int] = ("", 0)
+    timestamp: float = 0.0
+    capture_id: int | None = None
+    auth_key: str | None = None
+    protocol: int = 0
+    family: int = 0
+    correlation_id: bytes | None = None
+
+
+def _ipv4(b: bytes) -> str:
+    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+
+
+def decode_hep(data: bytes) -> HepPacket:
+    """Decode one HEPv3 packet; raise :class:`sip.HepParseError` if it is malformed.
+
+    Bytes after the announced total length are ignored. Vendor-specific chunks
+    (vendor id not 0) and unknown generic chunks are skipped.
+    """
+    size = len(data)
+    if size < _HEADER or data[:4] != HEP_MAGIC:
+        raise HepParseError("not a HEPv3 packet")
+    total = _U16.unpack_from(data, 4)[0]
+    if total < _HEADER or total > size:
+        raise HepParseError(f"HEP total length {total} out of bounds (have {size} bytes)")
+    payload: bytes | None = None
+    payload_type = 0
+    src_ip = dst_ip = ""
+    src_port = dst_port = 0
+    seconds = useconds = 0
+    capture_id: int | None = None
+    auth_key: str | None = None
+    protocol = 0
+    family = 0
+    correlation_id: bytes | None = None
+    pos = _HEADER
+    while pos < total:
+        if pos + _HEADER > total:
+            raise HepParseError("truncated HEP chunk header")
+        vendor, ctype, clen = _CHUNK.unpack_from(data, pos)
+        if clen < _HEADER or pos + clen > total:
+            raise HepParseError(f"HEP chunk length {clen} out of bounds")
+        start = pos + _HEADER
+        pos += clen
+        if vendor != 0:
+            continue
+        vlen = clen - _HEADER
+        fixed = _FIXED.get(ctype)
+        if fixed is not None and vlen != fixed:
+            raise HepParseError(f"HEP chunk type {ctype} has {vlen} bytes, expected {fixed}")
+        if ctype == PAYLOAD:
+            payload = data[start:pos]
+        elif ctype == SRC_PORT:
+            src_port = _U16.unpack_from(data, start)[0]
+        elif ctype == DST_PORT:
+            dst_port = _U16.unpack_from(data, start)[0]
+        elif ctype == IPV4_SRC:
+            src_ip = _ipv4(data[start:pos])
+        elif ctype == IPV4_DST:
+            dst_ip = _ipv4(data[start:pos])
+        elif ctype == IPV6_SRC:
+            src_ip = str(ipaddress.IPv6Address(data[start:pos]))
+        elif ctype == IPV6_DST:
+            dst_ip = str(ipaddress.IPv6Address(data[start:pos]))
+        elif ctype == TIMESTAMP_SEC:
+            seconds = _U32.unpack_from(data, start)[0]
+        elif ctype == TIMESTAMP_USEC:
+            useconds = _U32.unpack_from(data, start)[0]
+        elif ctype == PAYLOAD_TYPE:
+            payload_type = data[start]
+        elif ctype == CAPTURE_ID:
+            capture_id = _U32.unpack_from(data, start)[0]
+        elif ctype == AUTH_KEY:
+            # Kamailio sends the key without a terminating NUL; some agents add one.
+            auth_key = data[start:pos].rstrip(b"\x00").decode("utf-8", "replace")
+        elif ctype == IP_PROTOCOL:
+            protocol = data[start]
+        elif ctype == IP_FAMILY:
+            family = data[start]
+        elif ctype == CORRELATION_ID:
+            correlation_id = data[start:pos]
+        elif ctype == COMPRESSED_PAYLOAD:
+            raise HepParseError("compressed HEP payloads are not supported")
+    if payload is None:
+        raise HepParseError("HEP packet without a payload chunk")
+    if useconds > 999_999:
+        raise HepParseError("HEP microseconds out of range")
+    return HepPacket(
+        payload,
+        payload_type,
+        (src_ip, src_port),
+        (dst_ip, dst_port),
+        seconds + useconds / 1e6,
+        capture_id,
+        auth_key,
+        protocol,
+        family,
+        correlation_id,
+    )
+
+
+def _chunk(ctype: int, value: bytes) -> bytes:
+    return _CHUNK.pack(0, ctype, _HEADER + len(value)) + value
+
+
+def encode_hep(
+    payload: bytes,
+    *,
+    src: tuple[str, int],
+    dst: tuple[str, int],
+    timestamp: float = 0.0,
+    capture_id: int | None = None,
+    auth_key: str | None = None,
+    payload_type: int = PAYLOAD_SIP,
+    protocol: int = 17,
+    correlation_id: bytes | None = None,
+) -> bytes:
+    """Build a HEPv3 packet (for tests and load tools).
+
+    ``src`` and ``dst`` must be both IPv4 or both IPv6. ``timestamp`` is UNIX
+    seconds (the library has no clock: pass ``time.time()``). Raises ValueError
+    for arguments that cannot be encoded.
+    """
+    src_addr = ipaddress.ip_address(src[0])
+    dst_addr = ipaddress.ip_address(dst[0])
+    if src_addr.version != dst_addr.version:
+        raise ValueError("src and dst must be the same IP version")
+    v4 = src_addr.version == 4
+    seconds = int(timestamp)
+    useconds = min(round((timestamp - seconds) * 1e6), 999_999)
+    parts = [
+        _chunk(IP_FAMILY, _U8.pack(AF_INET if v4 else AF_INET6)),
+        _chunk(IP_PROTOCOL, _U8.pack(protocol)),
+        _chunk(IPV4_SRC if v4 else IPV6_SRC, src_addr.packed),
+        _chunk(IPV4_DST if v4 else IPV6_DST, dst_addr.packed),
+        _chunk(SRC_PORT, _U16.pack(src[1])),
+        _chunk(DST_PORT, _U16.pack(dst[1])),
+        _chunk(TIMESTAMP_SEC, _U32.pack(seconds)),
+        _chunk(TIMESTAMP_USEC, _U32.pack(useconds)),
+        _chunk(PAYLOAD_TYPE, _U8.pack(payload_type)),
+    ]
+    if capture_id is not None:
+        parts.append(_chunk(CAPTURE_ID, _U32.pack(capture_id)))
+    if auth_key is not None:
+        parts.append(_chunk(AUTH_KEY, auth_key.encode()))
+    if correlation_id is not None:
+        parts.append(_chunk(CORRELATION_ID, correlation_id))
+    parts.append(_chunk(PAYLOAD, payload))
+    body = b"".join(parts)
+    total = _HEADER + len(body)
+    if total > MAX_HEP_PACKET or len(payload) + _HEADER > MAX_HEP_PACKET:
+        raise ValueError(f"HEP packet of {total} bytes is over {MAX_HEP_PACKET}")
+    return HEP_MAGIC + _U16.pack(total) + body

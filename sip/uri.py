@@ -1,0 +1,166 @@
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), with their parameters.
+
+Parameter names are lowercased; values are kept exactly as written (not
+percent-decoded); a flag parameter (``;lr``) has the value ``None``. The user
+part is kept as written too: use :func:`percent_decode` where the meaning of the
+value matters (RFC 8599 push params, legacy ``pn-tok``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from . import _abnf
+from .errors import SipParseError
+
+__all__ = ["SipUri", "parse_uri", "percent_decode", "unquote_param"]
+
+Params = dict[str, str | None]
+
+_HOST_OK = _abnf.HOSTNAME_RE.fullmatch
+_IPV6_OK = _abnf.IPV6_REFERENCE_RE.fullmatch
+_FORBIDDEN = _abnf.URI_FORBIDDEN_RE.search
+
+
+@dataclass(slots=True)
+class SipUri:
+    """A parsed URI.
+
+    ``scheme`` is lowercased (``sip``, ``sips``, ``tel``, or another scheme of an
+    absoluteURI, kept opaque). For ``tel:`` the number is in ``user`` and ``host``
+    is empty. ``host`` keeps IPv6 brackets (``[2001:db8::1]``). ``str(uri)`` gives
+    the text as written.
+    """
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    password: str | None = None
+    headers: str | None = None
+    raw: str = ""
+
+    def __str__(self) -> str:
+        return self.raw
+
+    @property
+    def hostport(self) -> str:
+        """``host[:port]`` as a string."""
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
+def percent_decode(value: str) -> str:
+    """Decode ``%XX`` escapes (RFC 3261 ``escaped``) as UTF-8; bad escapes stay as written."""
+    if "%" not in value:
+        return value
+    return unquote(value, errors="replace")
+
+
+def unquote_param(value: str | None) -> str | None:
+    """The meaning of a parameter value as :mod:`sip` returns it: percent-decoded, ``None`` kept."""
+    if value is None:
+        return None
+    return percent_decode(value)
+
+
+def parse_params(text: str) -> Params:
+    """``name[=value];name[=value]...`` (the part after the first ``;``) of a URI.
+
+    uri-parameters = *( ";" uri-parameter ); other-param = pname [ "=" pvalue ].
+    The first occurrence of a name wins; empty segments (``;;``, a trailing ``;``)
+    are skipped, as Kamailio does.
+    """
+    params: Params = {}
+    for part in text.split(";"):
+        name, eq, value = part.partition("=")
+        if not name:
+            if eq:
+                raise SipParseError("URI parameter without a name")
+            continue
+        name = name.lower()
+        if name not in params:
+            params[name] = value if eq else None
+    return params
+
+
+def parse_uri(text: str) -> SipUri:
+    """Parse a SIP, SIPS or tel URI (any other absoluteURI is kept opaque).
+
+    Raises :class:`SipParseError` on anything malformed.
+    """
+    if _FORBIDDEN(text) is not None:
+        raise SipParseError(f"forbidden character in URI {text[:80]!r}")
+    scheme, colon, rest = text.partition(":")
+    if not colon or not rest:
+        raise SipParseError(f"not a URI: {text[:80]!r}")
+    lscheme = scheme.lower()
+    if lscheme == "sip" or lscheme == "sips":
+        return _parse_sip(lscheme, rest, text)
+    if _abnf.SCHEME_RE.fullmatch(scheme) is None:
+        raise SipParseError(f"bad URI scheme {scheme[:40]!r}")
+    if lscheme == "tel":
+        # telephone-uri = "tel:" telephone-subscriber; par = parameter / extension / isdn-subaddress
+        number, semi, ptext = rest.partition(";")
+        if not number:
+            raise SipParseError("tel URI without a number")
+        return SipUri("tel", number, "", None, parse_params(ptext) if semi else {}, raw=text)
+    return SipUri(lscheme, None, "", None, {}, raw=text)
+
+
+def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
+    # SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+    # userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+    # "@" cannot appear unescaped after the userinfo, so the first one ends it.
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo = rest[:at]
+        rest = rest[at + 1 :]
+        user, colon, pw = userinfo.partition(":")
+        if colon:
+            password = pw
+        if not user:
+            raise SipParseError("SIP URI with an empty user part")
+    headers: str | None = None
+    q = rest.find("?")
+    if q >= 0:
+        # headers = "?" header *( "&" header )
+        headers = rest[q + 1 :]
+        rest = rest[:q]
+    semi = rest.find(";")
+    if semi >= 0:
+        params = parse_params(rest[semi + 1 :])
+        hostport = rest[:semi]
+    else:
+        params = {}
+        hostport = rest
+    port: int | None = None
+    if hostport.startswith("["):
+        close = hostport.find("]") + 1
+        host = hostport[:close]
+        if not close or _IPV6_OK(host) is None:
+            raise SipParseError(f"bad IPv6 reference in {text[:80]!r}")
+        tail = hostport[close:]
+        if tail:
+            if tail[0] != ":":
+                raise SipParseError(f"junk after IPv6 reference in {text[:80]!r}")
+            port = _parse_port(tail[1:])
+    else:
+        host, colon, ptext = hostport.partition(":")
+        if _HOST_OK(host) is None:
+            raise SipParseError(f"bad host in URI {text[:80]!r}")
+        if colon:
+            port = _parse_port(ptext)
+    return SipUri(scheme, user, host, port, params, password, headers, text)
+
+
+def _parse_port(text: str) -> int:
+    if _abnf.PORT_RE.fullmatch(text) is None:
+        raise SipParseError(f"bad port {text[:20]!r}")
+    port = int(text)
+    if port > 65535:
+        raise SipParseError(f"port {port} out of range")
+    return port
