@@ -1,0 +1,528 @@
+"""The supervisor (DESIGN §3): one root nursery wiring store, providers, sniffer, control, metrics.
+
+`run(config)` opens the store, the provider pools, the waiters and the push
+service, then starts each listener with `nursery.start` (so it is bound before
+anything depends on it) and reports a `Running` object with every bound
+address through `task_status.started`; tests and the demo bind port 0 and
+read the ports back from it.
+
+Stopping (SIGTERM, SIGINT, or `Running.shutdown()`), within `SHUTDOWN_GRACE`:
+
+1. stop listening: the sniffer closes its sockets, the control server stops
+   accepting (connections already open stay, to carry the answers);
+2. every parked `push` ends with `ShuttingDown`, and the replies are written;
+3. provider pools close their HTTP/2 connections cleanly (GOAWAY);
+4. the store commits what is queued and closes.
+
+SIGHUP (or `Running.reload()`) re-reads the configuration file: a bad file keeps
+the running configuration and logs why. Log settings, the push limits, the
+sniffer (restarted on its new addresses and rules) and the metrics endpoint
+change at once; the control endpoints and the store path need a restart, which
+is logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from .config import Config, ConfigError, load_config
+from .logs import get_logger, setup_logging
+from .metrics import MetricsServer
+from .model import mask_token
+from .registrations import Registered, RegistrationTable
+
+log = get_logger("app")
+
+SHUTDOWN_GRACE = 4.0  # DESIGN/issue: exit 0 within 5 s of SIGTERM, leave a margin
+REPLY_FLUSH = 1.0  # of which at most this long for the ShuttingDown replies to go out
+PROVIDERS_CLOSE = 1.5  # and this long for the GOAWAYs
+
+
+# --- the running service ----------------------------------------------------------------
+
+
+@attrs.define
+class Running:
+    """What `run` reports once every listener is bound; also the handle to stop or reload."""
+
+    config: Config
+    sniffer: list[tuple[str, int]] = attrs.field(factory=list)
+    control_socket: str | None = None
+    control_tcp: tuple[str, int] | None = None
+    metrics: tuple[str, int] | None = None
+    started_at: float = attrs.field(factory=time.time)
+    service: Any = None
+    store: Any = None
+    waiters: Any = None
+    providers: Any = None
+    _stop: trio.Event = attrs.field(factory=trio.Event)
+    _reload: Callable[[Config | None], Any] | None = None
+
+    @property
+    def sniffer_port(self) -> int:
+        return self.sniffer[0][1]
+
+    @property
+    def control_port(self) -> int | None:
+        return None if self.control_tcp is None else self.control_tcp[1]
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics is None else self.metrics[1]
+
+    def shutdown(self) -> None:
+        """Begin the graceful stop (what SIGTERM does); `run` returns when it is done."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def reload(self, config: Config | None = None) -> bool:
+        """Apply `config`, or re-read the file (what SIGHUP does). False: kept the old one."""
+        assert self._reload is not None
+        result: bool = await self._reload(config)
+        return result
+
+
+# --- contact masking (DESIGN §11) ----------------------------------------------------------
+
+_TOKEN_PARAM = re.compile(r"(?i)(;\s*(?:pn-prid|pn-tok)\s*=\s*)([^;>?&\s]+)")
+
+
+def mask_contact(contact: str, tokens: list[str] | tuple[str, ...] = ()) -> str:
+    """The contact with every push token masked: pn-prid/pn-tok values and known tokens."""
+    masked = _TOKEN_PARAM.sub(lambda m: m.group(1) + mask_token(m.group(2)), contact)
+    for token in tokens:
+        if token and token in masked:
+            masked = masked.replace(token, mask_token(token))
+    return masked
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _prepare_dirs(config: Config) -> None:
+    """DESIGN §11: serve creates the parent folders of store.path and unix_socket."""
+    wanted = [("store.path", config.store.path)]
+    if config.control.unix_socket != "-":
+        wanted.append(("control.unix_socket", config.control.unix_socket))
+    for key, path in wanted:
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create folder {parent}: {exc.strerror or exc}",
+                file=config.source or "<defaults>",
+                key=key,
+            ) from None
+
+
+def _call_stats(source: Callable[[], Mapping[str, Any]] | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    try:
+        return dict(source())
+    except Exception:  # a statistics bug must not break `status` or a scrape
+        log.exception("statistics source failed")
+        return {}
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+async def run(
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+    manage_logging: bool = False,
+    handle_signals: bool = True,
+    pusher: Any = None,
+) -> None:
+    """Run the sidecar until shutdown; see the module docstring.
+
+    `manage_logging`: (re)configure logging from `[log]` (the CLI's `serve` does).
+    `handle_signals`: install SIGTERM/SIGINT/SIGHUP handlers (main thread only).
+    `pusher`: a `model.Pusher` to use instead of the real provider pools (tests).
+    Raises ConfigError when a folder cannot be created or a listener cannot bind.
+    """
+    from .control.server import ControlServer
+    from .service import Service
+    from .sniffer import Sniffer
+    from .store import SqliteStore
+    from .waiters import Waiters
+
+    if manage_logging:
+        setup_logging(config.log.level, config.log.format)
+    _prepare_dirs(config)
+    source = config.source or "<defaults>"
+    try:
+        store = await trio.to_thread.run_sync(SqliteStore, config.store.path)
+    except Exception as exc:
+        raise ConfigError(f"cannot open the store: {exc}", file=source, key="store.path") from None
+
+    running = Running(config=config, store=store)
+    try:
+        async with trio.open_nursery() as root:
+            providers, close_providers = await _open_providers(root, config, pusher)
+            running.providers = providers
+            waiters = Waiters(config.push.max_waiting)
+            running.waiters = waiters
+
+            table = RegistrationTable(require_2xx=config.sniffer.require_2xx)
+            sniffer_box: dict[str, Any] = {}
+            stats_sources: dict[str, Callable[[], Mapping[str, Any]]] = {
+                "sniffer": lambda: _call_stats(
+                    getattr(sniffer_box.get("sniffer"), "statistics", None)
+                ),
+                "store": store.statistics,
+                "waiters": waiters.statistics,
+            }
+            provider_stats = getattr(providers, "statistics", None)
+            if provider_stats is not None:
+                stats_sources["providers"] = provider_stats
+            service = Service(store, providers, waiters, config.push_settings(), stats_sources)
+            running.service = service
+
+            def on_registered(event: Registered) -> None:
+                tokens = [d.token for d in event.devices]
+                waiters.notify_registered(event.aor, mask_contact(event.contact, tokens), event.at)
+
+            async def serve_sniffer(
+                cfg: Config, *, task_status: trio.TaskStatus[list[tuple[str, int]]]
+            ) -> None:
+                sniffer = Sniffer(
+                    listen=cfg.sniffer.listen,
+                    allow_from=cfg.sniffer.allow_from,
+                    hep_auth_key=cfg.sniffer.hep_auth_key,
+                    table=table,
+                    store=store,
+                    on_registered=on_registered,
+                )
+                sniffer_box["sniffer"] = sniffer
+                await sniffer.serve(task_status=task_status)
+
+            listeners = _Listeners(root)
+            try:
+                running.sniffer = await listeners.start("sniffer", serve_sniffer, config)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen: {exc.strerror or exc}", file=source, key="sniffer.listen"
+                ) from None
+
+            control = ControlServer(
+                service,
+                unix_socket=None
+                if config.control.unix_socket == "-"
+                else config.control.unix_socket,
+                unix_mode=config.control.mode,
+                tcp=config.control.tcp_address,
+            )
+            try:
+                control_bound = await listeners.start("control", _serve_control, control)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen: {exc.strerror or exc}", file=source, key="control"
+                ) from None
+            running.control_socket, running.control_tcp = _control_addresses(control_bound)
+
+            def statistics() -> dict[str, Any]:
+                return _status(service, running)
+
+            async def serve_metrics(
+                cfg: Config, *, task_status: trio.TaskStatus[tuple[str, int]]
+            ) -> None:
+                address = cfg.metrics.address
+                assert address is not None
+                await MetricsServer(address[0], address[1], statistics).serve(
+                    task_status=task_status
+                )
+
+            if config.metrics.address is not None:
+                try:
+                    running.metrics = await listeners.start("metrics", serve_metrics, config)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot listen: {exc.strerror or exc}", file=source, key="metrics.listen"
+                    ) from None
+
+            reloader = _Reloader(
+                running, listeners, table, serve_sniffer, serve_metrics, manage_logging
+            )
+            running._reload = reloader.reload
+            if handle_signals:
+                root.start_soon(_signal_loop, running)
+
+            log.info(
+                "pusher-trio running",
+                extra={
+                    "fields": {
+                        "sniffer": " ".join(f"{h}:{p}" for h, p in running.sniffer),
+                        "control": running.control_socket or "-",
+                        "tcp": _fmt(running.control_tcp),
+                        "metrics": _fmt(running.metrics),
+                        "store": config.store.path,
+                    }
+                },
+            )
+            task_status.started(running)
+            await running._stop.wait()
+
+            # --- graceful stop ------------------------------------------------------------
+            started = trio.current_time()
+            log.info("stopping: closing listeners, answering waiting pushes ShuttingDown")
+            listeners.cancel("sniffer")
+            listeners.cancel("metrics")
+            stop_accepting = getattr(control, "stop_accepting", None)
+            if stop_accepting is not None:
+                stop_accepting()
+            ended = waiters.shutdown()
+            with trio.move_on_after(REPLY_FLUSH):
+                await _replies_flushed(control, service)
+            listeners.cancel("control")
+            with trio.move_on_at(started + SHUTDOWN_GRACE - 0.5) as scope:
+                scope.shield = True
+                with trio.move_on_after(PROVIDERS_CLOSE):
+                    await close_providers()
+            root.cancel_scope.cancel()
+            log.info(
+                "stopped",
+                extra={
+                    "fields": {"waits_ended": ended, "took_ms": _ms(trio.current_time() - started)}
+                },
+            )
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+            try:
+                await trio.to_thread.run_sync(store.flush, abandon_on_cancel=True)
+            except Exception as exc:
+                log.error("store flush failed at shutdown", extra={"fields": {"error": str(exc)}})
+        store.close()
+
+
+def _fmt(address: tuple[str, int] | None) -> str:
+    return "-" if address is None else f"{address[0]}:{address[1]}"
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+async def _serve_control(
+    control: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await control.serve(task_status=task_status)
+
+
+def _control_addresses(bound: Any) -> tuple[str | None, tuple[str, int] | None]:
+    """Whatever the control server reported -> (UNIX path, TCP (host, port))."""
+    path: str | None = None
+    tcp: tuple[str, int] | None = None
+    items: list[Any]
+    if isinstance(bound, Mapping):
+        items = list(bound.values())
+    elif isinstance(bound, list | tuple) and not (len(bound) == 2 and isinstance(bound[1], int)):
+        items = list(bound)
+    else:
+        items = [bound]
+    for item in items:
+        if isinstance(item, str) and item:
+            path = item
+        elif isinstance(item, os.PathLike):
+            path = os.fspath(item)
+        elif isinstance(item, list | tuple) and len(item) >= 2 and isinstance(item[1], int):
+            tcp = (str(item[0]), int(item[1]))
+        elif hasattr(item, "unix") or hasattr(item, "tcp"):
+            path = getattr(item, "unix", None) or path
+            tcp = getattr(item, "tcp", None) or tcp
+    return path, tcp
+
+
+async def _replies_flushed(control: Any, service: Any) -> None:
+    """Wait until the ShuttingDown answers are written (or the caller's deadline)."""
+    busy = getattr(control, "in_flight", None) or getattr(service, "in_flight", None)
+    for _ in range(1000):
+        await trio.sleep(0.005)
+        pending = busy() if callable(busy) else busy
+        if not isinstance(pending, int):
+            # No way to ask: a few scheduler rounds let the reply writers run.
+            await trio.sleep(0.05)
+            return
+        if pending == 0:
+            return
+
+
+async def _open_providers(
+    nursery: trio.Nursery, config: Config, pusher: Any
+) -> tuple[Any, Callable[[], Any]]:
+    """The provider pools (or a test's pusher) and how to close them."""
+
+    async def nothing() -> None:
+        return None
+
+    if pusher is not None:
+        close = getattr(pusher, "aclose", None)
+        return pusher, close if close is not None else nothing
+    from .providers import Providers
+
+    providers: Any = Providers(ca_file=config.push.ca_file or None)
+    run_method = getattr(providers, "run", None)
+    if run_method is not None:
+        await nursery.start(run_method)
+    elif hasattr(providers, "__aenter__"):
+        await providers.__aenter__()
+    return providers, providers.aclose
+
+
+def _status(service: Any, running: Running) -> dict[str, Any]:
+    """The `status` numbers (what /metrics exports)."""
+    status_fn = getattr(service, "status", None)
+    if callable(status_fn):
+        try:
+            result = status_fn()
+            if isinstance(result, Mapping):
+                return dict(result)
+        except Exception:
+            log.exception("status failed")
+    return {"uptime_s": round(time.time() - running.started_at, 3)}
+
+
+class _Listeners:
+    """Long-lived listener tasks, each in its own cancel scope (stop or restart one)."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._scopes: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+
+    async def start(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        async def scoped(*, task_status: trio.TaskStatus[Any]) -> None:
+            done = trio.Event()
+            try:
+                with trio.CancelScope() as scope:
+                    self._scopes[name] = (scope, done)
+                    await fn(*args, task_status=task_status)
+            finally:
+                done.set()
+
+        return await self._nursery.start(scoped)
+
+    def cancel(self, name: str) -> None:
+        entry = self._scopes.pop(name, None)
+        if entry is not None:
+            entry[0].cancel()
+
+    async def stop(self, name: str) -> None:
+        """Cancel and wait until the task has closed its sockets (before binding again)."""
+        entry = self._scopes.pop(name, None)
+        if entry is not None:
+            entry[0].cancel()
+            await entry[1].wait()
+
+
+async def _signal_loop(running: Running) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: reloading the configuration")
+                await running.reload()
+            else:
+                log.info(f"{signal.Signals(signum).name}: stopping")
+                running.shutdown()
+                return
+
+
+class _Reloader:
+    """Applies a new configuration to the parts that can change without a restart."""
+
+    def __init__(
+        self,
+        running: Running,
+        listeners: _Listeners,
+        table: RegistrationTable,
+        serve_sniffer: Callable[..., Any],
+        serve_metrics: Callable[..., Any],
+        manage_logging: bool,
+    ) -> None:
+        self.running = running
+        self.listeners = listeners
+        self.table = table
+        self.serve_sniffer = serve_sniffer
+        self.serve_metrics = serve_metrics
+        self.manage_logging = manage_logging
+        self.lock = trio.Lock()
+
+    async def reload(self, new: Config | None = None) -> bool:
+        async with self.lock:
+            return await self._reload(new)
+
+    async def _reload(self, new: Config | None) -> bool:
+        running = self.running
+        old = running.config
+        if running.stopping:
+            return False
+        if new is None:
+            if old.source is None:
+                log.info("reload: no configuration file (embedded defaults); nothing to do")
+                return True
+            try:
+                new = await trio.to_thread.run_sync(load_config, old.source)
+            except ConfigError as exc:
+                log.error(f"reload failed, keeping the running configuration: {exc}")
+                return False
+        if self.manage_logging and new.log != old.log:
+            setup_logging(new.log.level, new.log.format)
+        if new.push != old.push:
+            self._apply_push(new)
+        if new.sniffer != old.sniffer:
+            self.table.require_2xx = new.sniffer.require_2xx
+            await self.listeners.stop("sniffer")
+            try:
+                running.sniffer = await self.listeners.start("sniffer", self.serve_sniffer, new)
+            except OSError as exc:
+                log.error(
+                    f"reload: sniffer cannot listen ({exc.strerror or exc}); back to the old one"
+                )
+                running.sniffer = await self.listeners.start("sniffer", self.serve_sniffer, old)
+                new = attrs.evolve(new, sniffer=old.sniffer)
+        if new.metrics != old.metrics:
+            await self.listeners.stop("metrics")
+            running.metrics = None
+            if new.metrics.address is not None:
+                try:
+                    running.metrics = await self.listeners.start("metrics", self.serve_metrics, new)
+                except OSError as exc:
+                    log.error(f"reload: metrics cannot listen: {exc.strerror or exc}")
+        for section in ("control", "store"):
+            if getattr(new, section) != getattr(old, section):
+                log.warning(f"reload: [{section}] changes take effect at the next start")
+        running.config = attrs.evolve(new, control=old.control, store=old.store)
+        log.info("configuration reloaded", extra={"fields": {"file": new.source or "-"}})
+        return True
+
+    def _apply_push(self, new: Config) -> None:
+        running = self.running
+        running.waiters.max_waiting = new.push.max_waiting
+        settings = new.push_settings()
+        update = getattr(running.service, "update_config", None) or getattr(
+            running.service, "configure", None
+        )
+        if callable(update):
+            update(settings)
+        else:
+            current = getattr(running.service, "config_push", None)
+            if isinstance(current, dict):
+                current.update(settings)
+        if new.push.ca_file != running.config.push.ca_file:
+            log.warning("reload: push.ca_file takes effect at the next start")
+
+
+__all__ = ["Running", "mask_contact", "run"]
