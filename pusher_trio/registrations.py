@@ -187,14 +187,23 @@ def _mapping_rules(mapping: Mapping[str, Any]) -> list[_Rule]:
 # --- target extraction -------------------------------------------------------------
 
 
+_LINPHONE_SERVICES = frozenset({"voip", "remote", "apns"})
+
+
 def _split_prid(prid: str, services: Sequence[str]) -> str:
-    """Linphone sends `pn-prid=tok1:voip&tok2:remote`; take the token of our service."""
-    if "&" not in prid and ":" not in prid:
+    """Linphone sends `pn-prid=tok1:voip&tok2:remote`; take the token of our service.
+
+    Only a known service name after the last `:` splits a part (APNs tokens are hex).
+    """
+    if ":" not in prid:
         return prid
-    pairs = {}
+    pairs: dict[str, str] = {}
     for part in prid.split("&"):
-        token, _, service = part.rpartition(":")
-        pairs[service] = token if token else service
+        token, colon, service = part.rpartition(":")
+        if colon and token and service in _LINPHONE_SERVICES:
+            pairs.setdefault(service, token)
+        else:
+            pairs.setdefault("", part)
     for service in services:
         if pairs.get(service):
             return pairs[service]

@@ -1,0 +1,116 @@
+"""A state-machine model of RegistrationTable: bounded memory, only answered REGISTERs count."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import sip
+from pusher_trio.registrations import Registered, RegistrationTable
+
+MAX_ENTRIES = 5
+MAX_BYTES = 12_000
+TTL = 32.0
+CALL_IDS = st.sampled_from([f"c{i}" for i in range(8)])
+CSEQS = st.integers(1, 3)
+
+
+def register(call_id: str, cseq: int, pad: int) -> bytes:
+    return (
+        "REGISTER sip:example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n"
+        "To: <sip:alice@example.com>\r\nFrom: <sip:alice@example.com>;tag=1\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+        f"Contact: <sip:alice@10.0.0.1;pn-type=apple;pn-tok=tok{call_id}x{cseq}0123456789;"
+        f"app-id=com.x;pad={'p' * pad}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def response(call_id: str, cseq: int, status: int) -> bytes:
+    return (
+        f"SIP/2.0 {status} X\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n"
+        "To: <sip:alice@example.com>;tag=2\r\nFrom: <sip:alice@example.com>;tag=1\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+class TableModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = RegistrationTable(max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES, ttl=TTL)
+        self.now = 1000.0
+        # What may still be answered: key -> time seen. The table may have evicted
+        # more than this (byte cap), never less; a 2xx counts only if the key is here.
+        self.answerable: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self.registrations = 0
+
+    def _expire(self) -> None:
+        for key, at in list(self.answerable.items()):
+            if at <= self.now - TTL:
+                del self.answerable[key]
+
+    @rule(call_id=CALL_IDS, cseq=CSEQS, pad=st.integers(0, 3000))
+    def send_register(self, call_id: str, cseq: int, pad: int) -> None:
+        events = self.table.apply(sip.parse_message(register(call_id, cseq, pad)), self.now, {})
+        assert events == []
+        self._expire()
+        self.answerable.pop((call_id, cseq), None)
+        self.answerable[(call_id, cseq)] = self.now
+        while len(self.answerable) > MAX_ENTRIES:
+            self.answerable.popitem(last=False)
+
+    @rule(call_id=CALL_IDS, cseq=CSEQS, status=st.sampled_from([100, 200, 202, 401, 403, 500]))
+    def send_response(self, call_id: str, cseq: int, status: int) -> None:
+        self._expire()
+        key = (call_id, cseq)
+        events = self.table.apply(sip.parse_message(response(call_id, cseq, status)), self.now, {})
+        if status < 200:
+            assert events == []
+            return
+        was_answerable = self.answerable.pop(key, None) is not None
+        if events:
+            # only a 2xx to a REGISTER that is still answerable registers
+            assert 200 <= status < 300
+            assert was_answerable
+            (event,) = events
+            assert isinstance(event, Registered)
+            assert event.devices[0].token == f"tok{call_id}x{cseq}0123456789"
+            self.registrations += 1
+        elif 200 <= status < 300 and was_answerable:
+            # not registered although answerable: only allowed if the byte cap evicted it
+            assert self.table.statistics()["evicted"] > 0
+
+    @rule(seconds=st.floats(0.0, 40.0))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
+    @precondition(lambda self: self.answerable)
+    @rule()
+    def answer_oldest_with_200(self) -> None:
+        key = next(iter(self.answerable))
+        self.send_response(key[0], key[1], 200)
+
+    @invariant()
+    def memory_is_bounded(self) -> None:
+        assert len(self.table) <= MAX_ENTRIES
+        assert self.table.pending_bytes <= MAX_BYTES
+        assert self.table.pending_bytes >= 0
+
+
+TableModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_registration_table_model = TableModel.TestCase
+
+
+def test_pending_bytes_return_to_zero_when_everything_is_answered() -> None:
+    table = RegistrationTable()
+    for i in range(50):
+        table.apply(sip.parse_message(register(f"x{i}", 1, 100)), 1.0, {})
+    assert table.pending_bytes > 0
+    for i in range(50):
+        table.apply(sip.parse_message(response(f"x{i}", 1, 200 if i % 2 else 401)), 2.0, {})
+    assert (len(table), table.pending_bytes) == (0, 0)
