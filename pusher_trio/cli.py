@@ -873,6 +873,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 1
     except BrokenPipeError:
         return 1
+    except Exception as exc:  # a bug: still one line, never a traceback with secrets in it
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        return 1
 
 
 def _demo_session(args: argparse.Namespace, out: TextIO) -> Session:

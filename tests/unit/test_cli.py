@@ -1,0 +1,391 @@
+"""CLI (DESIGN §6): argument parsing, exit codes, one-line errors, masking. No daemon needed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pusher_trio import cli
+
+TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    out = io.StringIO()
+    code = cli.main(argv, out=out)
+    captured = capsys.readouterr()
+    return code, out.getvalue() + captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The embedded defaults put state under $XDG_DATA_HOME: keep each test's apart.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
+
+
+def assert_one_line_error(err: str) -> None:
+    assert err.endswith("\n")
+    assert err.count("\n") == 1, err
+    assert err.startswith("pusher-trio: error: ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "a.toml", "status"],
+        ["status", "--config", "a.toml"],
+    ],
+)
+def test_config_before_or_after_the_command(argv: list[str]) -> None:
+    args = cli.build_parser().parse_args(argv)
+    assert args.config == "a.toml"
+    assert args.command == "status"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--socket", "/tmp/x.sock", "devices", "list"],
+        ["devices", "--socket", "/tmp/x.sock", "list"],
+        ["devices", "list", "--socket", "/tmp/x.sock"],
+    ],
+)
+def test_socket_anywhere(argv: list[str]) -> None:
+    args = cli.build_parser().parse_args(argv)
+    assert args.socket == "/tmp/x.sock"
+
+
+def test_kazoo_argument_order_for_add_apple_app() -> None:
+    args = cli.build_parser().parse_args(
+        ["add-apple-app", "org.myorg.myapp", "/tmp/myapp.pem", "api.development.push.apple.com"]
+    )
+    assert (args.app_id, args.cert_file, args.host_positional) == (
+        "org.myorg.myapp",
+        "/tmp/myapp.pem",
+        "api.development.push.apple.com",
+    )
+    assert args.push_type == "alert"
+
+
+def test_token_form_of_add_apple_app() -> None:
+    args = cli.build_parser().parse_args(
+        ["add-apple-app", "org.x", "--key-file", "k.p8", "--key-id", "K", "--team-id", "T",
+         "--push-type", "voip"]
+    )  # fmt: skip
+    assert (args.key_file, args.key_id, args.team_id, args.push_type) == ("k.p8", "K", "T", "voip")
+    assert args.cert_file is None
+
+
+def test_seed_config_commands_parse() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        ["config", "set-json", "User-Agents.MyApp", '{"regex":"^MyApp","properties":{}}']
+    )
+    assert (args.key, args.func) == ("User-Agents.MyApp", cli.cmd_config_set_json)
+    args = parser.parse_args(["config", "set", "User-Agents.MyApp.properties.Token-ID", "pn-tok"])
+    assert (args.key, args.value) == ("User-Agents.MyApp.properties.Token-ID", "pn-tok")
+
+
+def test_push_options() -> None:
+    args = cli.build_parser().parse_args(
+        ["push", "alice@example.com", "--timeout", "7.5", "--caller-number", "100",
+         "--caller-name", "Bob"]
+    )  # fmt: skip
+    assert (args.aor, args.timeout, args.caller_number, args.caller_name) == (
+        "alice@example.com",
+        7.5,
+        "100",
+        "Bob",
+    )
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in ("serve", "add-apple-app", "add-firebase-app", "apps", "config", "devices",
+                    "push", "status", "demo"):  # fmt: skip
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["apps"],
+        ["push"],
+        ["push", "a@b", "--timeout", "soon"],
+        ["push", "a@b", "--timeout", "nan"],
+        ["add-apple-app", "--push-type", "loud", "x", "y"],
+        ["config", "set", "only-key"],
+        ["devices", "list", "a@b", "extra"],
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert_one_line_error(err)
+
+
+def test_bad_config_file_exits_2_naming_key_and_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text("[push]\nwait_timeout = 'x'\n")
+    code, _, err = run(["status", "--config", str(file)], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert f"{file}: push.wait_timeout" in err
+
+
+def test_config_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text("[log]\nlevel = 'loud'\n")
+    monkeypatch.setenv(cli.CONFIG_ENV, str(file))
+    code, _, err = run(["status"], capsys)
+    assert code == 2
+    assert "log.level" in err
+
+
+def test_no_daemon_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["status", "--socket", str(tmp_path / "none.sock")], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "no daemon answers" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["add-apple-app", "org.x"], "CERT_FILE or --key-file"),
+        (["add-apple-app", "org.x", "--key-file", "k.p8"], "--key-id and --team-id"),
+        (["add-apple-app", "org.x", "c.pem", "--key-id", "K"], "go with --key-file"),
+        (["add-apple-app", "org.x", "/nonexistent/c.pem"], "cannot read certificate file"),
+        (["add-firebase-app", "org.x", "/nonexistent/sa.json"], "cannot read service account"),
+        (["config", "set-json", "User-Agents.X", "{not json"], "VALUE is not JSON"),
+        (["push", "a@b", "--timeout", "0"], "--timeout must be greater than 0"),
+    ],
+)
+def test_bad_input_exits_2(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 2, err
+    assert_one_line_error(err)
+    assert words in err
+
+
+def test_payload_template_must_be_a_json_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = tmp_path / "t.json"
+    template.write_text("[1, 2]")
+    cert = tmp_path / "c.pem"
+    cert.write_text("whatever")
+    code, _, err = run(
+        ["add-apple-app", "org.x", str(cert), "--payload-template", str(template)], capsys
+    )
+    assert code == 2
+    assert "must be a JSON object" in err
+
+
+def test_garbage_certificate_is_refused_without_echoing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nSECRETSECRET\n-----END CERTIFICATE-----\n")
+    code, out, err = run(["add-apple-app", "org.x", str(cert)], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "SECRETSECRET" not in err + out
+
+
+def test_legacy_fcm_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "legacy.txt"
+    key.write_text("AAAAxyz:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338qju59zJMjw2DELjzEvxwYv7hH5Ynpc1ODQ0aT4U4OFEeco8ohsN5PjL1iC2dNtk2BAokeMCg2ZXKqpc8FXKmhX94kIxQ")
+    code, out, err = run(["add-firebase-app", "org.x", str(key)], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "legacy" in err.lower()
+    assert "APA91b" not in err + out
+
+
+# --- output masking, with the daemon call replaced -----------------------------------------------
+
+
+class FakeDaemon:
+    def __init__(self, results: dict[str, Any]) -> None:
+        self.results = results
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(
+        self, target: cli.ControlTarget, method: str, params: dict[str, Any], timeout: float
+    ) -> Any:
+        self.calls.append((method, dict(params)))
+        result = self.results[method]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
+    fake = FakeDaemon({})
+    monkeypatch.setattr(cli, "call", fake)
+    return fake
+
+
+def test_devices_list_masks_tokens_even_if_the_daemon_did_not(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.results["devices.list"] = {
+        "devices": [
+            {"aor": "alice@example.com", "device_id": TOKEN, "type": "apple", "app": "org.x",
+             "token": TOKEN, "sandbox": False, "push_type": "voip", "state": "valid",
+             "reason": None, "user_agent": "MyApp iOS 1.0", "contact": "sip:alice@h",
+             "last_registered": 1_700_000_000},
+        ]
+    }  # fmt: skip
+    for argv in (["devices", "list"], ["devices", "list", "--json"]):
+        code, out, err = run(argv, capsys)
+        assert code == 0, err
+        assert TOKEN not in out
+        assert "a1b2c3…8f90" in out
+    assert daemon.calls[0] == ("devices.list", {})
+
+
+def test_devices_list_for_an_aor(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.results["devices.list"] = {"devices": []}
+    code, out, _ = run(["devices", "list", "bob@example.com"], capsys)
+    assert code == 0
+    assert "no devices for bob@example.com" in out
+    assert daemon.calls == [("devices.list", {"aor": "bob@example.com"})]
+
+
+def test_devices_remove_nothing_exits_1(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.results["devices.remove"] = {"removed": 0}
+    code, _, err = run(["devices", "remove", "bob@example.com", TOKEN], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert TOKEN not in err
+    assert daemon.calls == [("devices.remove", {"aor": "bob@example.com", "token": TOKEN})]
+
+
+def test_push_registered_exits_0(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.results["push"] = {
+        "status": "registered",
+        "aor": "alice@example.com",
+        "contact": "sip:alice@198.51.100.7;pn-prid=a1b2c3…8f90",
+        "waited_ms": 412,
+        "pushes": [{"token": TOKEN, "outcome": "delivered"}],
+    }
+    code, out, _ = run(
+        ["push", "alice@example.com", "--timeout", "5", "--caller-name", "Bob"], capsys
+    )
+    assert code == 0
+    assert "registered alice@example.com after 412 ms" in out
+    assert TOKEN not in out
+    method, params = daemon.calls[0]
+    assert method == "push"
+    assert params["aor"] == "alice@example.com"
+    assert params["timeout"] == 5.0
+    assert params["caller_name"] == "Bob"
+    assert params["call_id"]
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(-32001, "NoPushTarget"), (-32002, "Timeout"), (-32003, "PushRejected"),
+     (-32004, "Overloaded"), (-32005, "ShuttingDown"), (-32006, "Cancelled")],
+)  # fmt: skip
+def test_push_errors_exit_1_with_one_line(
+    code: int, name: str, daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.results["push"] = cli.RemoteError(
+        name, f"{name}\nsecond line", code, {"pushes": [{"token": TOKEN, "outcome": "x"}]}
+    )
+    exit_code, _, err = run(["push", "alice@example.com"], capsys)
+    assert exit_code == 1
+    assert_one_line_error(err)
+    assert name in err
+    assert TOKEN not in err
+
+
+def test_remote_bad_params_exits_2(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.results["push"] = cli.RemoteError("InvalidParams", "timeout", -32602, None)
+    code, _, err = run(["push", "alice@example.com"], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+
+
+def test_status_text_and_json(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    status = {"uptime_s": 12.5, "devices": 3, "waiting": 0,
+              "datagrams": {"received": 10}, "registrations": 4,
+              "pushes": {"delivered": 2}}  # fmt: skip
+    daemon.results["status"] = status
+    code, out, _ = run(["status"], capsys)
+    assert code == 0
+    assert "devices: 3" in out
+    assert "received: 10" in out
+    code, out, _ = run(["status", "--json"], capsys)
+    assert code == 0
+    assert json.loads(out) == status
+
+
+def test_apps_list_shows_no_secrets(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.results["apps.list"] = {
+        "apps": [{"app_id": "org.x", "type": "apple", "host": "api.push.apple.com",
+                  "push_type": "voip", "auth": "certificate"}]
+    }  # fmt: skip
+    code, out, _ = run(["apps", "list"], capsys)
+    assert code == 0
+    assert "org.x" in out and "certificate" in out and "voip" in out
+
+
+def test_config_get_prints_strings_raw_and_json_otherwise(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.results["config.get"] = {"value": "^MyApp"}
+    code, out, _ = run(["config", "get", "User-Agents.MyApp.regex"], capsys)
+    assert (code, out) == (0, "^MyApp\n")
+    daemon.results["config.get"] = {"value": {"regex": "^MyApp"}}
+    code, out, _ = run(["config", "get", "User-Agents.MyApp"], capsys)
+    assert code == 0
+    assert json.loads(out) == {"regex": "^MyApp"}
+
+
+def test_config_set_json_sends_parsed_json(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.results["config.set_json"] = {}
+    value = {"regex": "^MyApp", "properties": {"Token-App": "app-id"}}
+    code, _, _ = run(["config", "set-json", "User-Agents.MyApp", json.dumps(value)], capsys)
+    assert code == 0
+    assert daemon.calls == [("config.set_json", {"key": "User-Agents.MyApp", "value": value})]
+
+
+def test_socket_host_port_means_tcp() -> None:
+    target = cli.ControlTarget.parse("127.0.0.1:5290")
+    assert (target.address, target.path) == (("127.0.0.1", 5290), None)
+    target = cli.ControlTarget.parse("/run/pusher-trio/control.sock")
+    assert (target.address, target.path) == (None, "/run/pusher-trio/control.sock")
+
+
+def test_device_id_that_is_a_token_is_masked() -> None:
+    shown = cli._mask_device({"device_id": TOKEN, "token": TOKEN})
+    assert TOKEN not in json.dumps(shown, ensure_ascii=False)
+    urn = '"<urn:uuid:00000000-0000-0000-0000-000000000001>"'
+    assert cli._mask_device({"device_id": urn})["device_id"] == urn
