@@ -104,6 +104,16 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: TextIO | None 
     logger.propagate = False
 
 
+def reset_logging() -> None:
+    """Undo setup_logging (tests): records propagate to the root logger again."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, _HANDLER_ATTR, False):
+            logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
 def get_logger(name: str) -> logging.Logger:
     """A child of the "pusher_trio" logger (`get_logger("app")` -> "pusher_trio.app")."""
     if name.startswith(LOGGER_NAME):
