@@ -212,7 +212,9 @@ async def test_memory_per_waiting_request_is_small() -> None:
         before = tracemalloc.get_traced_memory()[0]
         async with trio.open_nursery() as nursery:
             for i in range(count):
-                nursery.start_soon(waiters.wait_for_registration, f"user{i}@example.com", f"call-{i}")
+                nursery.start_soon(
+                    waiters.wait_for_registration, f"user{i}@example.com", f"call-{i}"
+                )
             await trio.testing.wait_all_tasks_blocked()
             assert waiters.waiting == count
             per_wait = (tracemalloc.get_traced_memory()[0] - before) / count

@@ -306,7 +306,9 @@ def test_encode_request_and_notification() -> None:
         (InvalidParams, -32602),
     ],
 )
-def test_error_codes_are_class_attributes_and_round_trip(cls: type[ControlError], code: int) -> None:
+def test_error_codes_are_class_attributes_and_round_trip(
+    cls: type[ControlError], code: int
+) -> None:
     assert cls.code == code
     error = cls(data={"why": "because"})
     assert error.to_json()["code"] == code

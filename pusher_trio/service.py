@@ -1,0 +1,871 @@
+"""The push service: the JSON-RPC methods of DESIGN §7/§11 over the store, the providers and the waiters.
+
+`Service.call(method, params)` is what the control server dispatches to; it
+returns a JSON-ready result or raises a `ControlError` (the server turns it
+into the error reply). `Service.on_registered(event)` is the hook the
+sniffer calls for every successful registration (the sniffer writes the
+store; the service only wakes the waiting pushes).
+
+Shared pushes run in the service's own nursery: `await nursery.start(service.run)`
+before serving `push` with `wait` (the default). A push belongs to the
+`WaitGroup` of its AOR, not to the request that started it, so the request
+that pushed may be cancelled while the others keep waiting on the same push;
+when the last wait of the group ends, the push is cancelled.
+
+Latency figures for the load tests (`statistics()["latency_ms"]`):
+`push_out` is control request decoded -> first provider request handed to the
+pusher; `wake` is REGISTER copy handed to `on_registered` -> `push` result
+returned to the server (which writes it at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import attrs
+import cattrs
+import trio
+
+from .control.jsonrpc import (
+    ControlError,
+    InternalError,
+    InvalidParams,
+    MethodNotFound,
+    NoPushTarget,
+    PushRejected,
+    ShuttingDown,
+    Timeout,
+)
+from .model import (
+    App,
+    AppleCertAuth,
+    AppleTokenAuth,
+    AuthFailed,
+    Delivered,
+    Device,
+    FirebaseAuth,
+    Outcome,
+    Pusher,
+    PushMessage,
+    Rejected,
+    RetryLater,
+    TokenInvalid,
+    TokenType,
+    mask_token,
+)
+from .store import Store, structure_app
+from .waiters import Registration, Waiters, WaitGroup
+
+log = logging.getLogger("pusher_trio.service")
+
+JSON = Any
+Params = dict[str, JSON] | list[JSON] | None
+
+DEFAULT_WAIT_TIMEOUT = 20.0
+DEFAULT_MAX_WAIT = 60.0
+DEFAULT_MAX_WAITING = 10_000
+LATENCY_SAMPLES = 4096  # recent samples kept per figure for the percentiles
+
+OUTCOME_NAMES: dict[type[Any], str] = {
+    Delivered: "delivered",
+    TokenInvalid: "token_invalid",
+    RetryLater: "retry_later",
+    AuthFailed: "auth_failed",
+    Rejected: "rejected",
+}
+
+# RFC 8599 §4.1: pn-prid is the token; Linphone/Kazoo legacy: pn-tok.
+TOKEN_PARAMS = ("pn-prid", "pn-tok")
+_URI_PARAM = re.compile(r";([^;=?>\s,]+)=([^;?>&\s,]*)")
+
+_TOKEN_TYPES: dict[str, TokenType] = {
+    "apple": "apple",
+    "apns": "apple",
+    "ios": "apple",
+    "firebase": "firebase",
+    "fcm": "firebase",
+    "google": "firebase",
+    "android": "firebase",
+}
+
+
+StatsSource = Callable[[], Mapping[str, JSON]]
+# One callable whose result is merged into `status`, or name -> callable (shown under name).
+StatsSources = StatsSource | Mapping[str, StatsSource]
+
+
+class RegisteredEvent(Protocol):
+    """What the sniffer hands to `on_registered` (registrations.Registered)."""
+
+    @property
+    def aor(self) -> str: ...
+    @property
+    def contact(self) -> str: ...
+    @property
+    def devices(self) -> Sequence[Device]: ...
+    @property
+    def at(self) -> float: ...
+
+
+# --- pure helpers ----------------------------------------------------------------------
+
+
+def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable[str] = ()) -> str:
+    """DESIGN §11: the token inside a contact URI is masked too (pn-prid, pn-tok, mapped)."""
+    names = {n.lower() for n in (*TOKEN_PARAMS, *param_names)}
+
+    def replace(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name.lower() in names and value:
+            return f";{name}={mask_token(value)}"
+        return match.group(0)
+
+    text = _URI_PARAM.sub(replace, contact)
+    for token in tokens:
+        if len(token) > 4:
+            for form in {token, quote(token, safe="")}:
+                text = text.replace(form, mask_token(token))
+    return text
+
+
+def shown_device_id(device: Device) -> str:
+    """A device without +sip.instance is identified by its token (DESIGN §8): mask it."""
+    if device.device_id == device.token or (device.token and device.token in device.device_id):
+        return mask_token(device.device_id)
+    return device.device_id
+
+
+def outcome_name(outcome: Outcome) -> str:
+    return OUTCOME_NAMES.get(type(outcome), "rejected")
+
+
+def outcome_reason(outcome: Outcome) -> str | None:
+    return None if isinstance(outcome, Delivered) else outcome.reason
+
+
+def auth_kind(app: App) -> str:
+    if isinstance(app.auth, AppleCertAuth):
+        return "certificate"
+    if isinstance(app.auth, AppleTokenAuth):
+        return "token"
+    return "service-account"
+
+
+def app_view(app: App) -> dict[str, JSON]:
+    """What may be shown of an app: never its key, certificate or service account."""
+    view: dict[str, JSON] = {
+        "app_id": app.app_id,
+        "type": app.type,
+        "host": app.host if app.type == "apple" else None,
+        "push_type": app.push_type,
+        "auth": auth_kind(app),
+        "payload_template": app.payload_template is not None,
+    }
+    if isinstance(app.auth, AppleTokenAuth):
+        view.update(key_id=app.auth.key_id, team_id=app.auth.team_id)
+    if isinstance(app.auth, FirebaseAuth):
+        view.update(
+            project_id=app.auth.service_account.get("project_id"),
+            project_number=app.auth.project_number,
+            base_url=app.auth.base_url,
+        )
+    return view
+
+
+def _setting(source: Any, name: str, default: float) -> float:
+    if source is None:
+        return default
+    if isinstance(source, Mapping):
+        value = source.get(name, default)
+    else:
+        value = getattr(source, name, default)
+    return float(value)
+
+
+class _Latency:
+    """count / mean / max and percentiles over recent samples, in milliseconds."""
+
+    __slots__ = ("count", "max", "samples", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self.samples: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    def add(self, ms: float) -> None:
+        self.count += 1
+        self.total += ms
+        self.max = max(self.max, ms)
+        self.samples.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        if not self.count:
+            return {"count": 0}
+        ordered = sorted(self.samples)
+
+        def pct(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 3)
+
+        return {
+            "count": self.count,
+            "mean": round(self.total / self.count, 3),
+            "p50": pct(0.50),
+            "p99": pct(0.99),
+            "max": round(self.max, 3),
+        }
+
+
+# --- one push to the devices of an AOR ------------------------------------------------------
+
+
+class SharedPush:
+    """The pushes sent for one AOR (or one Kazoo token) and what came back, device by device."""
+
+    __slots__ = (
+        "aor",
+        "call_id",
+        "devices",
+        "done",
+        "expires_at",
+        "message",
+        "received",
+        "results",
+        "sharers",
+    )
+
+    def __init__(
+        self,
+        aor: str,
+        devices: Sequence[Device],
+        message: PushMessage,
+        expires_at: float,
+        received: float,
+    ) -> None:
+        self.aor = aor
+        self.call_id = message.call_id
+        self.devices = list(devices)
+        self.message = message
+        self.expires_at = expires_at
+        self.received = received  # perf_counter() when the request that pushed was decoded
+        self.results: list[dict[str, JSON] | None] = [None] * len(self.devices)
+        self.done = trio.Event()
+        self.sharers = 1
+
+    def report(self) -> list[dict[str, JSON]]:
+        out: list[dict[str, JSON]] = []
+        for device, result in zip(self.devices, self.results, strict=True):
+            if result is not None:
+                out.append(result)
+            else:
+                out.append({**_device_report(device), "outcome": "pending", "reason": None})
+        return out
+
+    @property
+    def delivered(self) -> bool:
+        return any(r is not None and r["outcome"] == "delivered" for r in self.results)
+
+
+def _device_report(device: Device) -> dict[str, JSON]:
+    return {
+        "device_id": shown_device_id(device),
+        "type": device.type,
+        "app": device.app,
+        "token": mask_token(device.token),
+    }
+
+
+@attrs.frozen
+class PushRequest:
+    aor: str
+    call_id: str
+    message: PushMessage
+    timeout: float
+    wait: bool
+    direct: Device | None  # Kazoo push_req: push to this token, not to the AOR's records
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class Service:
+    """The JSON-RPC methods; `call()` dispatches, `on_registered()` wakes, `run()` hosts pushes."""
+
+    def __init__(
+        self,
+        store: Store,
+        pusher: Pusher,
+        waiters: Waiters | None = None,
+        config_push: Mapping[str, float] | Any = None,
+        stats_sources: StatsSources | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.pusher = pusher
+        self.wait_timeout = _setting(config_push, "wait_timeout", DEFAULT_WAIT_TIMEOUT)
+        self.max_wait = _setting(config_push, "max_wait", DEFAULT_MAX_WAIT)
+        if waiters is None:
+            max_waiting = int(_setting(config_push, "max_waiting", DEFAULT_MAX_WAITING))
+            waiters = Waiters(max_waiting, clock=clock)
+        self.waiters = waiters
+        self._clock = clock
+        self._stats_sources: list[StatsSource] = []
+        self._named_sources: dict[str, StatsSource] = {}
+        if isinstance(stats_sources, Mapping):
+            self._named_sources.update(stats_sources)
+        elif stats_sources is not None:
+            self._stats_sources.append(stats_sources)
+        self._nursery: trio.Nursery | None = None
+        self._started = time.monotonic()
+        self._registrations = 0
+        self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
+        self._pushes_by_provider: dict[str, dict[str, int]] = {}
+        self._requests: dict[str, int] = {}
+        self._latency = {"push_out": _Latency(), "wake": _Latency()}
+        self._methods: dict[str, Callable[[dict[str, JSON], float], Awaitable[JSON]]] = {
+            "push": self.rpc_push,
+            "cancel": self.rpc_cancel,
+            "status": self.rpc_status,
+            "devices.list": self.rpc_devices_list,
+            "devices.remove": self.rpc_devices_remove,
+            "apps.add": self.rpc_apps_add,
+            "apps.list": self.rpc_apps_list,
+            "apps.remove": self.rpc_apps_remove,
+            "config.get": self.rpc_config_get,
+            "config.set": self.rpc_config_set,
+            "config.set_json": self.rpc_config_set_json,
+            "config.delete": self.rpc_config_delete,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the shared pushes until cancelled; then answer every waiting push ShuttingDown."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self.shutdown()
+
+    def shutdown(self) -> int:
+        """Answer every waiting push ShuttingDown and refuse new waits (idempotent)."""
+        return self.waiters.shutdown()
+
+    @property
+    def running(self) -> bool:
+        """True while `run` hosts the shared pushes (the control server starts it if not)."""
+        return self._nursery is not None
+
+    def add_stats_source(self, name: str, source: StatsSource) -> None:
+        """`status` shows `source()` under `name` (the control server, the providers...)."""
+        self._named_sources[name] = source
+
+    # --- dispatch ----------------------------------------------------------------------
+    @property
+    def methods(self) -> frozenset[str]:
+        return frozenset(self._methods)
+
+    async def call(
+        self, method: str, params: Params = None, *, received: float | None = None
+    ) -> JSON:
+        """Run one method; `received` is the perf_counter() when the request was decoded."""
+        handler = self._methods.get(method)
+        if handler is None:
+            raise MethodNotFound(f"unknown method {method!r}")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidParams("params must be an object")
+        return await handler(params, received if received is not None else time.perf_counter())
+
+    # --- the sniffer's hook ------------------------------------------------------------------
+    def on_registered(self, event: RegisteredEvent) -> None:
+        """A registration succeeded (its 2xx was seen): wake the pushes waiting for that AOR."""
+        self._registrations += 1
+        if self.waiters.group(event.aor) is None:
+            return  # the common case at thousands of REGISTERs per second: nothing to mask
+        contact = mask_contact(
+            event.contact, [d.token for d in event.devices], self._token_param_names()
+        )
+        self.waiters.notify_registered(event.aor, contact, event.at)
+
+    def _token_param_names(self) -> list[str]:
+        """The URI params the Kazoo User-Agents mapping names as Token-ID."""
+        try:
+            mapping = self.store.get_config("User-Agents")
+        except (KeyError, ValueError):
+            return []
+        names: list[str] = []
+        if isinstance(mapping, dict):
+            for entry in mapping.values():
+                props = entry.get("properties") if isinstance(entry, dict) else None
+                if isinstance(props, dict) and isinstance(props.get("Token-ID"), str):
+                    names.append(props["Token-ID"])
+        return names
+
+    # --- push ---------------------------------------------------------------------------------
+    def _count_request(self, status: str) -> None:
+        self._requests[status] = self._requests.get(status, 0) + 1
+
+    async def rpc_push(self, params: dict[str, JSON], received: float) -> JSON:
+        try:
+            result = await self._push(params, received)
+        except ControlError as exc:
+            self._count_request(type(exc).__name__)
+            raise
+        self._count_request(str(result["status"]))
+        return result
+
+    def _parse_push(self, params: dict[str, JSON]) -> PushRequest:
+        def text(name: str, default: str = "") -> str:
+            value = params.get(name, default)
+            if value is None:
+                return default
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise InvalidParams(f"{name} must be a string")
+            return str(value)
+
+        aor = text("aor").strip()
+        if aor.lower().startswith(("sip:", "sips:")):
+            aor = aor.split(":", 1)[1]
+        timeout = params.get("timeout")
+        if timeout is None:
+            seconds = self.wait_timeout
+        elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise InvalidParams("timeout must be a number of seconds")
+        elif timeout <= 0:
+            raise InvalidParams("timeout must be greater than 0")
+        else:
+            seconds = float(timeout)
+        seconds = min(seconds, self.max_wait)
+        wait = params.get("wait", True)
+        if not isinstance(wait, bool):
+            raise InvalidParams("wait must be true or false")
+
+        call_id = text("call_id") or text("Call-ID")
+        alert_params = params.get("Alert-Params")
+        if alert_params is not None:
+            if not isinstance(alert_params, list) or not all(
+                isinstance(p, str | int | float) for p in alert_params
+            ):
+                raise InvalidParams("Alert-Params must be a list of strings")
+            alert_params = tuple(str(p) for p in alert_params)
+        payload = params.get("Payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise InvalidParams("Payload must be an object")
+        message = PushMessage(
+            call_id=call_id,
+            caller_number=text("caller_number"),
+            caller_name=text("caller_name"),
+            alert_key=text("Alert-Key") or None,
+            alert_params=alert_params,
+            sound=text("Sound") or None,
+            payload=payload,
+        )
+
+        direct = None
+        if params.get("Token-ID") is not None:
+            direct = self._kazoo_device(
+                aor, text("Token-ID"), text("Token-Type"), text("Token-App")
+            )
+            if not aor:
+                wait = False  # DESIGN §11: push_req without aor answers "pushed"
+        elif not aor:
+            raise InvalidParams("aor (user@domain) is required")
+        return PushRequest(aor, call_id, message, seconds, wait, direct)
+
+    def _kazoo_device(self, aor: str, token: str, token_type: str, token_app: str) -> Device:
+        if not token:
+            raise InvalidParams("Token-ID is empty")
+        kind = _TOKEN_TYPES.get(token_type.lower())
+        if kind is None:
+            raise InvalidParams(f"Token-Type must be apple or firebase, got {token_type!r}")
+        if not token_app:
+            raise InvalidParams("Token-App is required with Token-ID")
+        sandbox = token_app.endswith(".dev")
+        if token_app.endswith((".dev", ".prod")):
+            token_app = token_app.rsplit(".", 1)[0]
+        for known in self.store.devices(aor) if aor else ():
+            if known.token == token:
+                return attrs.evolve(known, app=token_app, type=kind, sandbox=sandbox)
+        return Device(
+            aor=aor,
+            device_id=token,
+            type=kind,
+            app=token_app,
+            token=token,
+            sandbox=sandbox,
+            extra={"source": "push_req"},
+        )
+
+    def _targets(self, aor: str) -> list[Device]:
+        return [d for d in self.store.devices(aor) if d.state == "valid"]
+
+    def _no_target(self, aor: str) -> NoPushTarget:
+        known = self.store.devices(aor)
+        return NoPushTarget(
+            f"no usable device record for {aor}",
+            data={
+                "aor": aor,
+                "devices": len(known),
+                "invalid": len(known) - len(self._targets(aor)),
+            },
+        )
+
+    async def _push(self, params: dict[str, JSON], received: float) -> dict[str, JSON]:
+        request = self._parse_push(params)
+        deadline = trio.current_time() + request.timeout
+        expires_at = self._clock() + request.timeout
+        if not request.wait:
+            return await self._push_without_waiting(request, deadline, expires_at, received)
+
+        # Overloaded / ShuttingDown here: nothing was sent.
+        w = self.waiters.enter(request.aor, request.call_id)
+        accepted = trio.current_time()
+        try:
+            group = w.group
+            shared: SharedPush | None = group.shared
+            if shared is None:
+                devices = [request.direct] if request.direct else self._targets(request.aor)
+                if not devices:
+                    raise self._no_target(request.aor)
+                if self._nursery is None:
+                    raise ShuttingDown("the push service is not running")
+                shared = SharedPush(request.aor, devices, request.message, expires_at, received)
+                group.shared = shared
+                group.scope = trio.CancelScope(deadline=deadline)
+                self._nursery.start_soon(self._push_for_group, group, shared)
+            else:
+                shared.sharers += 1
+            with trio.move_on_at(deadline):
+                registration = await self.waiters.wait(w)
+                return self._registered(request, registration, shared, accepted)
+            if shared.done.is_set():
+                raise Timeout(
+                    f"no registration of {request.aor} before the deadline",
+                    data={
+                        "reason": "no registration before the deadline",
+                        "pushes": shared.report(),
+                    },
+                )
+            raise Timeout(
+                f"the push to {request.aor} did not complete before the deadline",
+                data={"reason": "the push did not complete", "pushes": shared.report()},
+            )
+        finally:
+            self.waiters.leave(w)
+
+    def _registered(
+        self, request: PushRequest, registration: Registration, shared: SharedPush, accepted: float
+    ) -> dict[str, JSON]:
+        now = time.perf_counter()
+        if registration.seen:
+            self._latency["wake"].add((now - registration.seen) * 1000)
+        return {
+            "status": "registered",
+            "aor": request.aor,
+            "contact": registration.contact,
+            "waited_ms": round((trio.current_time() - accepted) * 1000),
+            "pushes": shared.report(),
+        }
+
+    async def _push_without_waiting(
+        self, request: PushRequest, deadline: float, expires_at: float, received: float
+    ) -> dict[str, JSON]:
+        if self.waiters.closed:
+            raise ShuttingDown("the sidecar is stopping")
+        group = self.waiters.group(request.aor) if request.aor else None
+        shared: SharedPush | None = group.shared if group is not None else None
+        if shared is not None:
+            shared.sharers += 1  # a push is in flight for this AOR: report it, send nothing
+            with trio.move_on_at(deadline):
+                await shared.done.wait()
+        else:
+            devices = [request.direct] if request.direct else self._targets(request.aor)
+            if not devices:
+                raise self._no_target(request.aor)
+            shared = SharedPush(request.aor, devices, request.message, expires_at, received)
+            with trio.move_on_at(deadline):
+                await self._send_all(shared)
+        if not shared.done.is_set():
+            raise Timeout(
+                f"the push to {request.aor or 'the token'} did not complete before the deadline",
+                data={"reason": "the push did not complete", "pushes": shared.report()},
+            )
+        if not shared.delivered:
+            raise self._rejected(shared)
+        return {"status": "pushed", "pushes": shared.report()}
+
+    def _rejected(self, shared: SharedPush) -> PushRejected:
+        pushes = shared.report()
+        reasons = [str(p["reason"]) for p in pushes if p.get("reason")]
+        return PushRejected(
+            "every provider refused the push: " + "; ".join(dict.fromkeys(reasons)),
+            data={"aor": shared.aor, "reasons": reasons, "pushes": pushes},
+        )
+
+    async def _push_for_group(self, group: WaitGroup, shared: SharedPush) -> None:
+        assert group.scope is not None
+        with group.scope:
+            await self._send_all(shared)
+        if shared.done.is_set() and not shared.delivered:
+            self.waiters.fail(group.aor, self._rejected(shared))
+
+    async def _send_all(self, shared: SharedPush) -> None:
+        if len(shared.devices) == 1:
+            await self._send_one(shared, 0)
+        else:
+            async with trio.open_nursery() as nursery:
+                for index in range(len(shared.devices)):
+                    nursery.start_soon(self._send_one, shared, index)
+        shared.done.set()
+
+    def app_for(self, device: Device) -> App | None:
+        """DESIGN §11: the app whose id is the device's app; for FCM also by project id/number."""
+        apps = self.store.apps()
+        app = apps.get(device.app)
+        if app is not None or device.type != "firebase":
+            return app
+        wanted = {device.app, device.extra.get("project", "")} - {""}
+        for candidate in apps.values():
+            auth = candidate.auth
+            if isinstance(auth, FirebaseAuth) and (
+                auth.service_account.get("project_id") in wanted or auth.project_number in wanted
+            ):
+                return candidate
+        return None
+
+    async def _send_one(self, shared: SharedPush, index: int) -> None:
+        device = shared.devices[index]
+        started = time.perf_counter()
+        app = self.app_for(device)
+        outcome: Outcome
+        if app is None:
+            outcome = Rejected(f"no app configured for {device.app}")
+        elif app.type != device.type:
+            outcome = Rejected(f"app {app.app_id} is a {app.type} app, the device is {device.type}")
+        else:
+            if index == 0:
+                self._latency["push_out"].add((started - shared.received) * 1000)
+            try:
+                outcome = await self.pusher.send(
+                    app, device, shared.message, expires_at=shared.expires_at
+                )
+            except Exception as exc:  # a provider bug fails this push, not the service
+                log.error(
+                    "push failed with %s",
+                    type(exc).__name__,
+                    extra={"fields": {"aor": device.aor, "token": mask_token(device.token)}},
+                )
+                outcome = Rejected(f"internal error: {type(exc).__name__}")
+        latency_ms = (time.perf_counter() - started) * 1000
+        name = outcome_name(outcome)
+        self._pushes[name] = self._pushes.get(name, 0) + 1
+        by_provider = self._pushes_by_provider.setdefault(device.type, {})
+        by_provider[name] = by_provider.get(name, 0) + 1
+        shared.results[index] = {
+            **_device_report(device),
+            "outcome": name,
+            "reason": outcome_reason(outcome),
+            "latency_ms": round(latency_ms, 3),
+        }
+        if isinstance(outcome, TokenInvalid) and device.aor:
+            self._invalidate(device, outcome.reason)
+        log.info(
+            "push call_id=%s aor=%s token=%s outcome=%s latency_ms=%.1f",
+            shared.call_id,
+            device.aor,
+            mask_token(device.token),
+            name,
+            latency_ms,
+            extra={
+                "fields": {
+                    "call_id": shared.call_id,
+                    "aor": device.aor,
+                    "token": mask_token(device.token),
+                    "app": device.app,
+                    "outcome": name,
+                    "reason": outcome_reason(outcome),
+                    "latency_ms": round(latency_ms, 1),
+                }
+            },
+        )
+
+    def _invalidate(self, device: Device, reason: str) -> None:
+        now = self._clock()
+        for known in self.store.devices(device.aor):
+            if known.token == device.token:
+                self.store.invalidate(device.aor, known.device_id, reason, now)
+
+    # --- cancel, status --------------------------------------------------------------------
+    async def rpc_cancel(self, params: dict[str, JSON], received: float) -> JSON:
+        call_id = params.get("call_id", params.get("Call-ID"))
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidParams("call_id is required")
+        return {"cancelled": self.waiters.cancel(call_id)}
+
+    def statistics(self) -> dict[str, JSON]:
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "devices": self.store.device_count(),
+            "waiting": self.waiters.waiting,
+            "registrations": self._registrations,
+            "pushes": dict(self._pushes),
+            "pushes_by_provider": {k: dict(v) for k, v in self._pushes_by_provider.items()},
+            "requests": dict(self._requests),
+            "waiters": self.waiters.statistics(),
+            "latency_ms": {name: lat.summary() for name, lat in self._latency.items()},
+        }
+
+    async def rpc_status(self, params: dict[str, JSON], received: float) -> JSON:
+        return self.status()
+
+    def status(self) -> dict[str, JSON]:
+        """The `status` result (DESIGN §11): own counters plus every statistics source."""
+        result: dict[str, JSON] = {}
+        for source in self._stats_sources:
+            try:
+                result.update(source())
+            except Exception as exc:
+                result.setdefault("errors", []).append(f"statistics failed: {type(exc).__name__}")
+        for name, named in self._named_sources.items():
+            try:
+                result[name] = dict(named())
+            except Exception as exc:
+                result.setdefault("errors", []).append(f"{name}: {type(exc).__name__}")
+        if "datagrams" not in result:
+            sniffer = result.get("sniffer")
+            result["datagrams"] = dict(sniffer) if isinstance(sniffer, Mapping) else {}
+        result.update(self.statistics())
+        return result
+
+    # --- devices ------------------------------------------------------------------------------
+    def device_view(self, device: Device, param_names: Sequence[str] = ()) -> dict[str, JSON]:
+        return {
+            "aor": device.aor,
+            "device_id": shown_device_id(device),
+            "type": device.type,
+            "app": device.app,
+            "token": mask_token(device.token),
+            "sandbox": device.sandbox,
+            "push_type": device.push_type,
+            "state": device.state,
+            "reason": device.reason,
+            "user_agent": device.user_agent,
+            "contact": mask_contact(device.contact, [device.token], param_names),
+            "last_registered": device.last_registered,
+        }
+
+    async def rpc_devices_list(self, params: dict[str, JSON], received: float) -> JSON:
+        aor = params.get("aor")
+        if aor is not None and not isinstance(aor, str):
+            raise InvalidParams("aor must be a string")
+        names = self._token_param_names()
+        devices = sorted(self.store.devices(aor or None), key=lambda d: (d.aor, d.device_id))
+        return {"devices": [self.device_view(d, names) for d in devices]}
+
+    async def rpc_devices_remove(self, params: dict[str, JSON], received: float) -> JSON:
+        aor = params.get("aor")
+        token = params.get("token")
+        if not isinstance(aor, str) or not aor:
+            raise InvalidParams("aor is required")
+        if token is not None and not isinstance(token, str):
+            raise InvalidParams("token must be a string")
+        return {"removed": self.store.remove_devices(aor, token or None)}
+
+    # --- apps -------------------------------------------------------------------------------------
+    async def rpc_apps_add(self, params: dict[str, JSON], received: float) -> JSON:
+        data = params.get("app")
+        if not isinstance(data, dict):
+            raise InvalidParams("app must be an object (an unstructured App)")
+        try:
+            app = structure_app(data)
+        except Exception as exc:
+            detail = (
+                "; ".join(cattrs.transform_error(exc))
+                if isinstance(exc, cattrs.BaseValidationError)
+                else type(exc).__name__
+            )
+            raise InvalidParams(f"bad app: {detail}") from None
+        if not app.app_id:
+            raise InvalidParams("app_id is empty")
+        self.store.put_app(app)
+        return {"app_id": app.app_id, "app": app_view(app)}
+
+    async def rpc_apps_list(self, params: dict[str, JSON], received: float) -> JSON:
+        apps = sorted(self.store.apps().values(), key=lambda a: a.app_id)
+        return {"apps": [app_view(a) for a in apps]}
+
+    async def rpc_apps_remove(self, params: dict[str, JSON], received: float) -> JSON:
+        app_id = params.get("app_id")
+        if not isinstance(app_id, str) or not app_id:
+            raise InvalidParams("app_id is required")
+        return {"removed": self.store.remove_app(app_id)}
+
+    # --- dynamic configuration ---------------------------------------------------------------------
+    def _key(self, params: dict[str, JSON], required: bool = True) -> str | None:
+        key = params.get("key")
+        if key is None and not required:
+            return None
+        if not isinstance(key, str) or not key:
+            raise InvalidParams("key is required")
+        return key
+
+    async def rpc_config_get(self, params: dict[str, JSON], received: float) -> JSON:
+        key = self._key(params, required=False)
+        try:
+            return {"key": key, "value": self.store.get_config(key)}
+        except KeyError:
+            raise InvalidParams(f"no config key {key}", data={"key": key}) from None
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+
+    def _set(self, key: str, value: JSON) -> JSON:
+        try:
+            self.store.set_config(key, value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParams(str(exc)) from None
+        return {"key": key}
+
+    async def rpc_config_set(self, params: dict[str, JSON], received: float) -> JSON:
+        key = self._key(params)
+        assert key is not None
+        value = params.get("value")
+        if not isinstance(value, str):
+            raise InvalidParams("value must be a string (use config.set_json for JSON)")
+        return self._set(key, value)
+
+    async def rpc_config_set_json(self, params: dict[str, JSON], received: float) -> JSON:
+        key = self._key(params)
+        assert key is not None
+        if "value" not in params:
+            raise InvalidParams("value is required")
+        return self._set(key, params["value"])
+
+    async def rpc_config_delete(self, params: dict[str, JSON], received: float) -> JSON:
+        key = self._key(params)
+        assert key is not None
+        try:
+            return {"deleted": self.store.delete_config(key)}
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+
+
+__all__ = [
+    "InternalError",
+    "PushRequest",
+    "RegisteredEvent",
+    "Service",
+    "SharedPush",
+    "app_view",
+    "mask_contact",
+]
