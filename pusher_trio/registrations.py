@@ -376,7 +376,8 @@ def _summarize(request: sip.Request) -> _Request:
         uri = _uri_text(contact.uri)
         params = _merged_params(contact.uri.params, contact.params)
         instance = _instance_id(contact.params)
-        size += len(uri) + sum(len(k) + len(v) + 100 for k, v in params.items()) + 200
+        # values + per-param dict/str overhead; hostile Contacts can be 64 KiB each
+        size += len(uri) + sum(map(len, params.values())) + 150 * len(params) + 250
         bindings.append(_Binding(uri, params, instance, expires))
     # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
     wildcard = wildcard and default_expires == 0 and not bindings
@@ -471,8 +472,8 @@ class RegistrationTable:
         self, message: sip.Request | sip.Response, now: float, user_agents: Mapping[str, Any]
     ) -> list[Event]:
         """Feed one message; returns the registrations it completes (usually none)."""
-        self.expire(now)
         if isinstance(message, sip.Request):
+            self.expire(now)
             if message.method != "REGISTER":
                 return []
             req = _summarize(message)
@@ -483,14 +484,24 @@ class RegistrationTable:
             self._remember((message.call_id, number), now, req)
             return []
         number, method = message.cseq
-        if method != "REGISTER" or not self.require_2xx:
+        if method != "REGISTER":
             return []
-        status = message.status_code
-        key = (message.call_id, number)
+        return self.apply_response(message.call_id, number, message.status_code, now, user_agents)
+
+    def apply_response(
+        self, call_id: str, cseq: int, status: int, now: float, user_agents: Mapping[str, Any]
+    ) -> list[Event]:
+        """A response to REGISTER, given by its key fields (the sniffer's fast path).
+
+        The caller has checked that the CSeq method is REGISTER.
+        """
+        if not self.require_2xx:
+            return []
+        self.expire(now)
         if status < 200:
             self._stats["provisional"] += 1
             return []
-        entry = self._pending.pop(key, None)
+        entry = self._pending.pop((call_id, cseq), None)
         if entry is None:
             self._stats["unmatched_responses"] += 1
             return []
@@ -500,6 +511,10 @@ class RegistrationTable:
             return []
         self._stats["answered_2xx"] += 1
         return self._count(_events(entry[1], now, user_agents))
+
+    def is_pending(self, call_id: str, cseq: int) -> bool:
+        """True when a response with this key would complete a REGISTER we saw."""
+        return (call_id, cseq) in self._pending
 
     def expire(self, now: float) -> None:
         """Drop REGISTERs older than ttl (insertion order is arrival order)."""

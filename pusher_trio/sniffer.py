@@ -60,14 +60,41 @@ HEP_PAYLOAD_SIP = 1  # HEPv3 chunk 11 value for SIP
 _ALLOW_CACHE_MAX = 4096
 _LOG_INTERVAL = 10.0  # seconds between two logs of unexpected errors
 
-# RFC 3261 §20.16 CSeq; `\n` anchors it to a line start. Compact forms don't exist for it.
-_CSEQ_METHOD = re.compile(rb"\n[Cc][Ss][Ee][Qq][ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)")
+# RFC 3261 §20.16 CSeq (no compact form) and §20.8 Call-ID (compact `i`); `\n` anchors
+# them to a line start. Used to classify responses without the full parser.
+_CSEQ = re.compile(rb"\n(?i:cseq)[ \t]*:[ \t]*(\d{1,10})[ \t]+([A-Za-z]+)[ \t]*\r")
+_CALL_ID = re.compile(rb"\n(?i:call-id|i)[ \t]*:[ \t]*([^\r\n]*)\r")
+_NO_MAPPING: Mapping[str, Any] = {}
+
+
+def _response_key(
+    payload: bytes, end: int, cseq: re.Match[bytes] | None
+) -> tuple[str, int, int] | None:
+    """(Call-ID, CSeq number, status) of a response, read the way sip.parse_message would.
+
+    None when the layout is unusual (folded lines, no CRLF, missing or odd headers):
+    the caller then uses the real parser.
+    """
+    if cseq is None or end == len(payload) or payload[11:12] != b" ":
+        return None
+    code = payload[8:11]
+    if not code.isdigit() or code[:1] == b"0":
+        return None
+    if payload.find(b"\n ", 0, end) >= 0 or payload.find(b"\n\t", 0, end) >= 0:
+        return None
+    call_id = _CALL_ID.search(payload, 0, end + 2)
+    if call_id is None:
+        return None
+    value = call_id.group(1).rstrip(b" \t")
+    if not value:
+        return None
+    return value.decode("utf-8", "replace"), int(cseq.group(1)), int(code)
 
 COUNTERS = (
     "received",  # every datagram read
     "hep",  # ... of which HEPv3
     "raw",  # ... of which raw SIP text
-    "parsed",  # REGISTER requests and responses fully parsed
+    "parsed",  # messages given to the full SIP parser
     "registrations",  # Registered events (successful registrations)
     "unregistrations",  # Unregistered events
     "devices_changed",  # device records created or changed by registrations
@@ -76,6 +103,7 @@ COUNTERS = (
     "dropped_malformed",  # bad HEP or SIP
     "ignored_not_sip",  # HEP payload type other than SIP
     "ignored_not_register",  # other requests, responses to other methods, keep-alives
+    "responses_fast",  # responses to REGISTER classified without the full parser
     "errors",  # unexpected exceptions (bugs) while handling a datagram; logged
 )
 
@@ -266,20 +294,38 @@ class Sniffer:
 
     def _handle_sip(self, payload: bytes, now: float) -> None:
         stats = self._stats
+        table = self.table
         # Pre-filter: the first bytes say request or response, the CSeq line the method.
         if payload[:9] == b"REGISTER ":
-            pass
+            message = sip.parse_message(payload)
+            stats["parsed"] += 1
+            user_agents = _NO_MAPPING if table.require_2xx else self._user_agents()
+            events = table.apply(message, now, user_agents)
         elif payload[:8] == b"SIP/2.0 ":
-            m = _CSEQ_METHOD.search(payload)
-            if m is not None and m.group(1) != b"REGISTER":
+            end = payload.find(b"\r\n\r\n")
+            if end < 0:
+                end = len(payload)
+            cseq = _CSEQ.search(payload, 0, end + 2)
+            if cseq is not None and cseq.group(2) != b"REGISTER":
                 stats["ignored_not_register"] += 1
                 return
+            key = _response_key(payload, end, cseq)
+            if key is None:  # unusual layout: let the real parser decide
+                response = sip.parse_message(payload)
+                stats["parsed"] += 1
+                if not isinstance(response, sip.Response) or response.cseq[1] != "REGISTER":
+                    stats["ignored_not_register"] += 1
+                    return
+                key = (response.call_id, response.cseq[0], response.status_code)
+            else:
+                stats["responses_fast"] += 1
+            call_id, number, status = key
+            wanted = 200 <= status < 300 and table.is_pending(call_id, number)
+            user_agents = self._user_agents() if wanted else _NO_MAPPING
+            events = table.apply_response(call_id, number, status, now, user_agents)
         else:
             stats["ignored_not_register"] += 1
             return
-        message = sip.parse_message(payload)
-        stats["parsed"] += 1
-        events = self.table.apply(message, now, self._user_agents())
         for event in events:
             if isinstance(event, Registered):
                 stats["registrations"] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -99,6 +100,10 @@ BATCH_DELAY = 0.05
 SCHEMA_VERSION = 1
 
 _converter = cattrs.Converter()
+# Device.same_registration without attrs.evolve: the refresh check runs per REGISTER.
+_registration_fields = operator.attrgetter(
+    *(f.name for f in attrs.fields(Device) if f.name != "last_registered")
+)
 
 
 def unstructure_app(app: App) -> dict[str, Any]:
@@ -174,7 +179,7 @@ class MemoryStore:
                     self._count += 1
                 by_id[device.device_id] = device
                 key = (device.aor, device.device_id)
-                if old is not None and old.same_registration(device):
+                if old is not None and _registration_fields(old) == _registration_fields(device):
                     written = self._written_at.get(key, 0.0)
                     if device.last_registered - written < self._refresh_interval:
                         self._stats["device_writes_skipped"] += 1
