@@ -24,7 +24,6 @@ is logged.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -36,8 +35,7 @@ import trio
 from .config import Config, ConfigError, load_config
 from .logs import get_logger, setup_logging
 from .metrics import MetricsServer
-from .model import mask_token
-from .registrations import Registered, RegistrationTable
+from .registrations import RegistrationTable
 
 log = get_logger("app")
 
@@ -91,20 +89,6 @@ class Running:
         assert self._reload is not None
         result: bool = await self._reload(config)
         return result
-
-
-# --- contact masking (DESIGN §11) ----------------------------------------------------------
-
-_TOKEN_PARAM = re.compile(r"(?i)(;\s*(?:pn-prid|pn-tok)\s*=\s*)([^;>?&\s]+)")
-
-
-def mask_contact(contact: str, tokens: list[str] | tuple[str, ...] = ()) -> str:
-    """The contact with every push token masked: pn-prid/pn-tok values and known tokens."""
-    masked = _TOKEN_PARAM.sub(lambda m: m.group(1) + mask_token(m.group(2)), contact)
-    for token in tokens:
-        if token and token in masked:
-            masked = masked.replace(token, mask_token(token))
-    return masked
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -173,6 +157,7 @@ async def run(
     running = Running(config=config, store=store)
     try:
         async with trio.open_nursery() as root:
+            listeners = _Listeners(root)
             providers, close_providers = await _open_providers(root, config, pusher)
             running.providers = providers
             waiters = Waiters(config.push.max_waiting)
@@ -185,17 +170,13 @@ async def run(
                     getattr(sniffer_box.get("sniffer"), "statistics", None)
                 ),
                 "store": store.statistics,
-                "waiters": waiters.statistics,
             }
             provider_stats = getattr(providers, "statistics", None)
             if provider_stats is not None:
                 stats_sources["providers"] = provider_stats
             service = Service(store, providers, waiters, config.push_settings(), stats_sources)
             running.service = service
-
-            def on_registered(event: Registered) -> None:
-                tokens = [d.token for d in event.devices]
-                waiters.notify_registered(event.aor, mask_contact(event.contact, tokens), event.at)
+            await listeners.start("service", _serve_service, service)
 
             async def serve_sniffer(
                 cfg: Config, *, task_status: trio.TaskStatus[list[tuple[str, int]]]
@@ -206,12 +187,11 @@ async def run(
                     hep_auth_key=cfg.sniffer.hep_auth_key,
                     table=table,
                     store=store,
-                    on_registered=on_registered,
+                    on_registered=service.on_registered,
                 )
                 sniffer_box["sniffer"] = sniffer
                 await sniffer.serve(task_status=task_status)
 
-            listeners = _Listeners(root)
             try:
                 running.sniffer = await listeners.start("sniffer", serve_sniffer, config)
             except OSError as exc:
@@ -289,6 +269,7 @@ async def run(
             with trio.move_on_after(REPLY_FLUSH):
                 await _replies_flushed(control, service)
             listeners.cancel("control")
+            listeners.cancel("service")
             with trio.move_on_at(started + SHUTDOWN_GRACE - 0.5) as scope:
                 scope.shield = True
                 with trio.move_on_after(PROVIDERS_CLOSE):
@@ -315,6 +296,12 @@ def _fmt(address: tuple[str, int] | None) -> str:
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+async def _serve_service(
+    service: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await service.run(task_status=task_status)
 
 
 async def _serve_control(
@@ -385,15 +372,11 @@ async def _open_providers(
 
 def _status(service: Any, running: Running) -> dict[str, Any]:
     """The `status` numbers (what /metrics exports)."""
-    status_fn = getattr(service, "status", None)
-    if callable(status_fn):
-        try:
-            result = status_fn()
-            if isinstance(result, Mapping):
-                return dict(result)
-        except Exception:
-            log.exception("status failed")
-    return {"uptime_s": round(time.time() - running.started_at, 3)}
+    try:
+        return dict(service.status())
+    except Exception:
+        log.exception("status failed")
+        return {"uptime_s": round(time.time() - running.started_at, 3)}
 
 
 class _Listeners:
@@ -511,18 +494,10 @@ class _Reloader:
     def _apply_push(self, new: Config) -> None:
         running = self.running
         running.waiters.max_waiting = new.push.max_waiting
-        settings = new.push_settings()
-        update = getattr(running.service, "update_config", None) or getattr(
-            running.service, "configure", None
-        )
-        if callable(update):
-            update(settings)
-        else:
-            current = getattr(running.service, "config_push", None)
-            if isinstance(current, dict):
-                current.update(settings)
+        running.service.wait_timeout = new.push.wait_timeout
+        running.service.max_wait = new.push.max_wait
         if new.push.ca_file != running.config.push.ca_file:
             log.warning("reload: push.ca_file takes effect at the next start")
 
 
-__all__ = ["Running", "mask_contact", "run"]
+__all__ = ["Running", "run"]

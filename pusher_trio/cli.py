@@ -490,8 +490,9 @@ def cmd_config_get(session: Session) -> int:
     try:
         result = session.call_or_store("config.get", params, offline)
     except RemoteError as exc:
-        message = f"no config key {key}" if exc.code == 1 and key else str(exc)
-        raise CliError(message, exc.code) from None
+        if key and "no config key" in str(exc):
+            raise CliError(f"no config key {key}") from None
+        raise
     value = result.get("value") if isinstance(result, dict) and "value" in result else result
     _show_value(value, session.out)
     return 0

@@ -1,0 +1,469 @@
+"""`pusher-trio demo`: the whole flow on this machine, with nothing external.
+
+A sidecar (`app.run`) on a temporary state folder; the APNs and FCM stand-ins of
+the source checkout (`load/fake_apns.py`, `load/fake_fcm.py`) with throw-away
+credentials; apps added over the control socket; simulated phones that send
+their REGISTER and its 200 OK as HEPv3 copies, go to sleep (expires=0), get
+pushed and register again; a simulated Kamailio that calls `push` over TCP (as
+janssonrpcc does). It prints a timeline with the milliseconds of each step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+import trio
+
+from .config import (
+    Config,
+    ControlConfig,
+    LogConfig,
+    PushConfig,
+    SnifferConfig,
+    StoreConfig,
+)
+from .control import jsonrpc
+from .model import mask_token
+
+DOMAIN = "example.com"
+TEAM_ID = "DEMOTEAM42"
+IOS_BUNDLE = "org.example.demo"
+ANDROID_APP = "org.example.demo.android"
+FCM_PROJECT = "pusher-trio-demo"
+PUSH_TIMEOUT = 10.0  # seconds the simulated Kamailio lets a push wait
+STEP_TIMEOUT = 5.0  # any single step of the demo taking longer is a failure
+WAKE_DELAY = 0.02  # the phone app needs a moment to start and register (20 ms)
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message is the one line to show."""
+
+
+def checkout_root() -> Path | None:
+    """The source checkout holding `load/` next to the `pusher_trio` package, if any."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "load" / "fake_apns.py").is_file() and (root / "load" / "__init__.py").is_file():
+        return root
+    return None
+
+
+# --- the timeline ----------------------------------------------------------------------------
+
+
+@attrs.define
+class Timeline:
+    out: TextIO
+    json_lines: bool = False
+    t0: float = attrs.field(factory=time.perf_counter)
+    last: float = attrs.field(factory=time.perf_counter)
+    events: list[dict[str, Any]] = attrs.field(factory=list)
+
+    def note(self, what: str, detail: str = "", *, since: float | None = None) -> float:
+        """Print one step: time since start, step duration (since `since` or the last step)."""
+        now = time.perf_counter()
+        step_ms = (now - (self.last if since is None else since)) * 1000
+        at_ms = (now - self.t0) * 1000
+        self.last = now
+        self.events.append({"at_ms": round(at_ms, 1), "step_ms": round(step_ms, 1), "what": what, "detail": detail})
+        if self.json_lines:
+            self.out.write(json.dumps(self.events[-1], ensure_ascii=False) + "\n")
+        else:
+            self.out.write(f"{at_ms:8.1f} ms  {what:<16} {detail}  (+{step_ms:.1f} ms)\n")
+        self.out.flush()
+        return now
+
+    def say(self, text: str) -> None:
+        if not self.json_lines:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+
+# --- a minimal JSON-RPC client (the demo's Kamailio and admin) -------------------------------
+
+
+class RpcClient:
+    """JSON-RPC over one stream, one request at a time per call (enough for the demo)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._decoder = jsonrpc.NetstringDecoder(max_length=16 * 1024 * 1024)
+        self._next_id = 0
+        self._lock = trio.Lock()
+
+    @classmethod
+    async def connect_unix(cls, path: str) -> RpcClient:
+        return cls(await trio.open_unix_socket(path))
+
+    @classmethod
+    async def connect_tcp(cls, host: str, port: int) -> RpcClient:
+        return cls(await trio.open_tcp_stream(host, port))
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        async with self._lock:
+            self._next_id += 1
+            request_id = self._next_id
+            await self._stream.send_all(jsonrpc.encode_request(method, params, id=request_id))
+            while True:
+                frame = self._decoder.next_frame()
+                if frame is None:
+                    data = await self._stream.receive_some(65536)
+                    if not data:
+                        raise DemoError(f"the sidecar closed the connection during {method}")
+                    self._decoder.feed(data)
+                    continue
+                response = jsonrpc.parse_response(frame)
+                if response.id != request_id:
+                    continue
+                if response.error is not None:
+                    raise response.error
+                return response.result
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+# --- SIP messages of the simulated phone ------------------------------------------------------
+
+
+@attrs.define
+class Phone:
+    """A mobile SIP app: its AOR, its Contact with push params, its REGISTER dialog."""
+
+    label: str
+    user: str
+    ip: str
+    port: int
+    contact_params: str
+    user_agent: str
+    instance: str = attrs.field(factory=lambda: f"<urn:uuid:{uuid.uuid4()}>")
+    call_id: str = attrs.field(factory=lambda: f"{secrets.token_hex(8)}@demo")
+    from_tag: str = attrs.field(factory=lambda: secrets.token_hex(4))
+    cseq: int = 0
+
+    @property
+    def aor(self) -> str:
+        return f"{self.user}@{DOMAIN}"
+
+    def register(self, expires: int) -> tuple[bytes, bytes]:
+        """(REGISTER, its 200 OK) as Kamailio would copy them."""
+        self.cseq += 1
+        branch = f"z9hG4bK{secrets.token_hex(6)}"
+        contact = (
+            f"<sip:{self.user}@{self.ip}:{self.port};transport=tcp;{self.contact_params}>"
+            f';+sip.instance="{self.instance}";expires={expires}'
+        )
+        common = (
+            f"Via: SIP/2.0/TCP {self.ip}:{self.port};branch={branch};received={self.ip}\r\n"
+            f"From: <sip:{self.user}@{DOMAIN}>;tag={self.from_tag}\r\n"
+        )
+        register = (
+            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+            + common
+            + f"To: <sip:{self.user}@{DOMAIN}>\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {self.cseq} REGISTER\r\n"
+            "Max-Forwards: 70\r\n"
+            f"Contact: {contact}\r\n"
+            f"User-Agent: {self.user_agent}\r\n"
+            f"Expires: {expires}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        ok = (
+            "SIP/2.0 200 OK\r\n"
+            + common
+            + f"To: <sip:{self.user}@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {self.cseq} REGISTER\r\n"
+            + (f"Contact: {contact}\r\n" if expires else "")
+            + "Content-Length: 0\r\n\r\n"
+        )
+        return register.encode(), ok.encode()
+
+
+class Mirror:
+    """What Kamailio's siptrace does: HEPv3 copies of REGISTER traffic to the sniffer."""
+
+    KAMAILIO = ("127.0.0.1", 5060)  # the addresses written inside the HEP packets
+
+    def __init__(self, sniffer: tuple[str, int]) -> None:
+        self.sniffer = sniffer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+
+    def send(self, phone: Phone, messages: tuple[bytes, bytes]) -> None:
+        import sip
+
+        register, ok = messages
+        now = time.time()
+        phone_addr = ("127.0.0.1", phone.port)
+        for payload, src, dst in (
+            (register, phone_addr, self.KAMAILIO),
+            (ok, self.KAMAILIO, phone_addr),
+        ):
+            packet = sip.encode_hep(payload, src=src, dst=dst, timestamp=now, capture_id=2001)
+            self.sock.sendto(packet, self.sniffer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- the flow -------------------------------------------------------------------------------------
+
+
+@attrs.define
+class Standin:
+    name: str
+    port: int
+    app: dict[str, Any]  # the `apps.add` params
+    delivered: trio.MemorySendChannel[tuple[str, float]]
+
+
+async def _wait_for_device(admin: RpcClient, aor: str) -> dict[str, Any]:
+    with trio.fail_after(STEP_TIMEOUT):
+        while True:
+            result = await admin.call("devices.list", {"aor": aor})
+            devices = result.get("devices", []) if isinstance(result, dict) else []
+            valid = [d for d in devices if d.get("state", "valid") == "valid"]
+            if valid:
+                return dict(valid[0])
+            await trio.sleep(0.002)
+
+
+async def _phone_flow(
+    timeline: Timeline,
+    phone: Phone,
+    mirror: Mirror,
+    admin: RpcClient,
+    kamailio: RpcClient,
+    delivered: trio.MemoryReceiveChannel[tuple[str, float]],
+    provider: str,
+) -> None:
+    timeline.say(f"\n{phone.label}: {phone.aor} ({provider})")
+    start = time.perf_counter()
+    mirror.send(phone, phone.register(600))
+    timeline.note("registered", "REGISTER + 200 OK copied to the sniffer as HEPv3", since=start)
+    device = await _wait_for_device(admin, phone.aor)
+    timeline.note(
+        "token learned",
+        f"{device.get('type')} app {device.get('app')} token {device.get('token')}"
+        f"{' (voip)' if device.get('push_type') == 'voip' else ''}",
+    )
+    mirror.send(phone, phone.register(0))
+    timeline.note("phone sleeps", "REGISTER expires=0 (app suspended, no contact left)")
+
+    call_id = f"demo-call-{secrets.token_hex(4)}"
+    call_start = timeline.note("call arrives", f"INVITE for {phone.aor}: Kamailio calls push (call-id {call_id})")
+    result: dict[str, Any] = {}
+
+    async def ask() -> None:
+        result["value"] = await kamailio.call(
+            "push",
+            {
+                "aor": phone.aor,
+                "call_id": call_id,
+                "caller_number": "+15550100",
+                "caller_name": "Demo Caller",
+                "timeout": PUSH_TIMEOUT,
+            },
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        with trio.fail_after(STEP_TIMEOUT):
+            token, _at = await delivered.receive()
+        timeline.note("push sent", f"{provider} stand-in accepted the push for {mask_token(token)}", since=call_start)
+        await trio.sleep(WAKE_DELAY)
+        mirror.send(phone, phone.register(600))
+        timeline.note("REGISTER seen", "the phone woke up and registered again (HEPv3 copy)")
+    reply = result["value"]
+    if not isinstance(reply, dict) or reply.get("status") != "registered":
+        raise DemoError(f"push for {phone.aor} answered {reply!r}")
+    timeline.note(
+        "call resumed",
+        f"push answered registered after {reply.get('waited_ms')} ms; Kamailio relays the INVITE"
+        f" to {reply.get('contact')}",
+        since=call_start,
+    )
+
+
+async def _start_standins(
+    nursery: trio.Nursery, tmp: Path, fcm: bool
+) -> tuple[str, list[Standin]]:
+    """Start the stand-ins; returns (CA file, [Standin]) with the apps to add for them."""
+    from load import certs, fake_apns
+
+    authority = certs.Authority()
+    ca_file = authority.write_ca(tmp / "ca.pem")
+    standins: list[Standin] = []
+
+    send_apns, recv_apns = trio.open_memory_channel[tuple[str, float]](16)
+
+    def apns_delivered(token: str, headers: Any, payload: Any) -> None:
+        send_apns.send_nowait((token, time.perf_counter()))
+
+    apns = fake_apns.FakeApns(authority=authority, on_delivered=apns_delivered)
+    apns_port = await nursery.start(apns.serve)
+    standins.append(
+        Standin(
+            name="APNs",
+            port=apns_port,
+            app={
+                "app_id": IOS_BUNDLE,
+                "type": "apple",
+                "cert_pem": authority.apns_client_pem(IOS_BUNDLE),
+                "host": f"127.0.0.1:{apns_port}",
+                "push_type": "voip",
+            },
+            delivered=send_apns,
+        )
+    )
+    standins[-1].recv = recv_apns  # type: ignore[attr-defined]
+    if fcm:
+        from load import fake_fcm
+
+        send_fcm, recv_fcm = trio.open_memory_channel[tuple[str, float]](16)
+
+        def fcm_delivered(token: str, headers: Any, payload: Any) -> None:
+            send_fcm.send_nowait((token, time.perf_counter()))
+
+        server = fake_fcm.FakeFcm(authority=authority, on_delivered=fcm_delivered)
+        fcm_port = await nursery.start(server.serve)
+        account, public_pem = certs.make_service_account(
+            project_id=FCM_PROJECT, token_uri=f"https://127.0.0.1:{fcm_port}/token"
+        )
+        server.add_service_account(account["client_email"], public_pem)
+        standins.append(
+            Standin(
+                name="FCM",
+                port=fcm_port,
+                app={
+                    "app_id": ANDROID_APP,
+                    "type": "firebase",
+                    "service_account": account,
+                    "base_url": f"https://127.0.0.1:{fcm_port}",
+                },
+                delivered=send_fcm,
+            )
+        )
+        standins[-1].recv = recv_fcm  # type: ignore[attr-defined]
+    return ca_file, standins
+
+
+def _app_from(spec: dict[str, Any]) -> Any:
+    """The App to add for a stand-in, checked with the same loaders as the CLI."""
+    from . import providers
+    from .model import App
+
+    if spec["type"] == "apple":
+        auth, _warnings = providers.load_apple_cert(spec["cert_pem"], time.time())
+        return App(spec["app_id"], "apple", auth, host=spec["host"], push_type=spec["push_type"])
+    firebase = providers.load_service_account(
+        json.dumps(spec["service_account"]), base_url=spec["base_url"]
+    )
+    return App(spec["app_id"], "firebase", firebase)
+
+
+async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -> None:
+    from .app import run
+    from .store import unstructure_app
+
+    timeline = Timeline(out, json_lines)
+    with tempfile.TemporaryDirectory(prefix="pusher-trio-demo-") as tmpdir:
+        tmp = Path(tmpdir)
+        async with trio.open_nursery() as nursery:
+            ca_file, standins = await _start_standins(nursery, tmp, fcm)
+            config = Config(
+                control=ControlConfig(unix_socket=str(tmp / "control.sock"), tcp="127.0.0.1:0"),
+                sniffer=SnifferConfig(listen=["udp:127.0.0.1:0"]),
+                store=StoreConfig(path=str(tmp / "pusher.db")),
+                push=PushConfig(wait_timeout=PUSH_TIMEOUT, ca_file=ca_file),
+                log=LogConfig(level="warning"),
+            )
+            running = await nursery.start(lambda task_status: run(config, task_status=task_status, handle_signals=False))
+            timeline.say(f"pusher-trio demo (temporary state in {tmp})")
+            timeline.note(
+                "sidecar up",
+                f"sniffer udp:{running.sniffer[0][0]}:{running.sniffer_port}, control"
+                f" {running.control_socket} and tcp:{running.control_tcp[0]}:{running.control_port}; "
+                + ", ".join(f"{s.name} stand-in https://127.0.0.1:{s.port}" for s in standins),
+            )
+            admin = await RpcClient.connect_unix(running.control_socket)
+            kamailio = await RpcClient.connect_tcp(*running.control_tcp)
+            for standin in standins:
+                app = _app_from(standin.app)
+                await admin.call("apps.add", {"app": unstructure_app(app)})
+                timeline.note("app added", f"{app.type} app {app.app_id} -> {standin.name} stand-in")
+
+            mirror = Mirror(running.sniffer[0])
+            try:
+                ios = Phone(
+                    "iOS phone",
+                    "alice",
+                    "198.51.100.7",
+                    50601,
+                    f"pn-provider=apns;pn-prid={secrets.token_hex(32)};pn-param={TEAM_ID}.{IOS_BUNDLE}.voip",
+                    "DemoPhone/1.0 (iOS 17)",
+                )
+                await _phone_flow(timeline, ios, mirror, admin, kamailio, standins[0].recv, "APNs")  # type: ignore[attr-defined]
+                if fcm:
+                    android = Phone(
+                        "Android phone",
+                        "bob",
+                        "198.51.100.8",
+                        50602,
+                        f"pn-provider=fcm;pn-prid={secrets.token_urlsafe(120)};pn-param={FCM_PROJECT}",
+                        "DemoPhone/1.0 (Android 14)",
+                    )
+                    await _phone_flow(timeline, android, mirror, admin, kamailio, standins[1].recv, "FCM")  # type: ignore[attr-defined]
+            finally:
+                mirror.close()
+            status = await admin.call("status", {})
+            await admin.aclose()
+            await kamailio.aclose()
+            timeline.say(
+                f"\nstatus: {status.get('devices', '?')} devices, pushes {json.dumps(status.get('pushes', {}))},"
+                f" registrations {status.get('registrations', '?')}"
+                if isinstance(status, dict)
+                else ""
+            )
+            running.shutdown()
+            nursery.cancel_scope.deadline = trio.current_time() + 5.0
+        timeline.say("done: every call was delivered after a push")
+
+
+def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = False) -> int:
+    """Entry point of `pusher-trio demo`; returns the exit code."""
+    stream = out if out is not None else sys.stdout
+    root = checkout_root()
+    if root is None:
+        sys.stderr.write(
+            "pusher-trio: error: the demo needs a source checkout (its load/ folder holds the"
+            " APNs/FCM stand-ins); run it from a git clone of pusher-trio\n"
+        )
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        trio.run(lambda: run_demo(stream, fcm=fcm, json_lines=json_lines))
+    except (DemoError, jsonrpc.ControlError, trio.TooSlowError) as exc:
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, trio.TooSlowError):
+            message = f"a step took longer than {STEP_TIMEOUT:g} s"
+        sys.stderr.write(f"pusher-trio: error: demo failed: {' '.join(message.split())}\n")
+        return 1
+    return 0
+
+
+_unused: Callable[..., Any] | None = None
+_ = os
