@@ -251,3 +251,41 @@ def test_parse_listen(spec: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_listen(spec)
+
+
+# --- the response fast path agrees with the parser ------------------------------------
+
+FAST_CASES = [
+    response(200),
+    response(401, reason="Unauthorized"),
+    response(200).replace(b"Call-ID:", b"i:"),
+    response(200).replace(b"Call-ID: ", b"call-id:\t"),
+    response(200).replace(b"CSeq: 1 REGISTER", b"CSEQ :  1   REGISTER  "),
+    response(200).replace(b"\r\n", b"\n"),  # LF only: the parser decides
+    response(200).replace(b"Call-ID: ", b"Call-ID:\r\n "),  # folded: the parser decides
+    response(200).replace(b"Content-Length: 0", b"Content-Length: 22\r\nContent-Type: x")
+    + b"\r\nCall-ID: in-the-body",
+]
+
+
+@pytest.mark.parametrize("payload", FAST_CASES)
+def test_response_fast_path_agrees_with_the_parser(payload: bytes) -> None:
+    from pusher_trio.sniffer import _CSEQ, _response_key
+
+    message = sip.parse_message(payload)
+    assert isinstance(message, sip.Response)
+    end = payload.find(b"\r\n\r\n")
+    end = len(payload) if end < 0 else end
+    key = _response_key(payload, end, _CSEQ.search(payload, 0, end + 2))
+    if key is not None:
+        assert key == (message.call_id, message.cseq[0], message.status_code)
+
+
+@pytest.mark.parametrize("payload", FAST_CASES[2:7])
+def test_unusual_responses_still_register(payload: bytes) -> None:
+    store = MemoryStore()
+    sniffer = Sniffer(["udp:127.0.0.1:0"], ["127.0.0.1/32"], "", RegistrationTable(), store,
+                      lambda e: None)  # fmt: skip
+    sniffer.handle_datagram(register(RFC8599_APNS), "127.0.0.1", 1.0)
+    sniffer.handle_datagram(payload, "127.0.0.1", 2.0)
+    assert [d.token for d in store.devices()] == [TOKEN]
