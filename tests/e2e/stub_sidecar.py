@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 MAX_FRAME = 65536
 
@@ -177,7 +178,7 @@ class StubSidecar:
                                     outcome = "registered"
                                     waiters.cancel_scope.cancel()
                                     return
-                                await trio.sleep(0)
+                                await trio.lowlevel.checkpoint()
 
                         waiters.start_soon(cancel_wait)
                         waiters.start_soon(register_wait)

@@ -8,6 +8,7 @@ sidecar.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,8 @@ class Rig:
         )  # fmt: skip
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def open_rig(tmp_path: Path, **defines: str | int | None) -> AsyncIterator[Rig]:
     holder: dict[str, Rig] = {}
 
     def on_push(params: dict[str, Any]) -> None:
@@ -96,6 +97,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 "PUSHER_PUSH_TIMEOUT": PUSH_TIMEOUT,
                 "PUSHER_NO_ANSWER_MS": 1000,
                 "KAM_CHILDREN": 2,
+                **defines,
             },
         )
         await trio.to_thread.run_sync(kam.start)
@@ -112,6 +114,12 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 p.stop()
             await trio.to_thread.run_sync(kam.stop)
             nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with open_rig(tmp_path) as r:
+        yield r
 
 
 def test_config_parses() -> None:
@@ -140,3 +148,117 @@ async def test_unregistered_callee_is_woken_and_answers(rig: Rig) -> None:
     assert push["params"]["timeout"] == PUSH_TIMEOUT
     assert push["params"]["call_id"]
     assert (180, "Ringing") in res.statuses()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "reason"),
+    [
+        (-32001, 404, "Not Found (no push target)"),
+        (-32002, 480, "Temporarily Unavailable (push timeout)"),
+        (-32003, 480, "Temporarily Unavailable (push rejected)"),
+        (-32004, 480, "Temporarily Unavailable (push overloaded)"),
+        (-32005, 480, "Temporarily Unavailable (push shutting down)"),
+    ],
+)
+async def test_push_error_becomes_final_reply(rig: Rig, code: int, status: int, reason: str) -> None:
+    rig.stub.script["carol@127.0.0.1"] = code
+    with trio.fail_after(20):
+        res = await rig.call("call_failed.xml", "carol")
+    assert res.returncode == 0, res.stdout
+    assert res.statuses()[-1] == (status, reason)
+
+
+async def test_sidecar_silent_gives_480_after_rpc_timeout(rig: Rig) -> None:
+    rig.stub.script["dave@127.0.0.1"] = "hang"
+    start = trio.current_time()
+    with trio.fail_after(20):
+        res = await rig.call("call_failed.xml", "dave")
+    elapsed = trio.current_time() - start
+    assert res.returncode == 0, res.stdout
+    assert res.statuses()[-1] == (480, "Temporarily Unavailable (push sidecar timeout)")
+    # PUSHER_PUSH_TIMEOUT plus the RPC margin (2 s), not Kamailio's INVITE timers
+    assert PUSH_TIMEOUT + 1.5 < elapsed < PUSH_TIMEOUT + 6
+
+
+async def test_caller_cancel_while_waiting(rig: Rig) -> None:
+    with trio.fail_after(20):
+        res = await rig.call("call_cancel.xml", "erin")
+        # the stub's wait ends Cancelled once the notification arrives
+        while not rig.stub.answers:
+            await trio.sleep(0.05)
+    assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
+    assert 487 in [code for code, _ in res.statuses()]
+    (note,) = rig.stub.notifications
+    (push,) = rig.stub.requests
+    assert note["method"] == "cancel"
+    assert note["params"] == {"call_id": push["params"]["call_id"]}
+    assert rig.stub.answers[0]["error"]["code"] == -32006
+
+
+async def test_registered_but_asleep_is_pushed_then_relayed(rig: Rig) -> None:
+    with trio.fail_after(30):
+        # a binding whose contact port has nobody listening: the app sleeps
+        res = await rig.register("frank", free_port())
+        assert res.returncode == 0, res.stdout
+        rig.push_hook = lambda params: rig.start_phone("frank")  # type: ignore[attr-defined]
+        start = trio.current_time()
+        res = await rig.call("call_answered.xml", "frank")
+    assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
+    (push,) = rig.stub.requests
+    assert push["params"]["aor"] == "frank@127.0.0.1"
+    # the push came only after the no-answer timer (1 s here)
+    assert trio.current_time() - start > 1.0
+
+
+async def test_two_calls_to_one_sleeping_user_both_connect(rig: Rig) -> None:
+    pushes: list[dict[str, Any]] = []
+
+    def hook(params: dict[str, Any]) -> None:
+        pushes.append(params)
+        if len(pushes) == 2:  # wake the phone once both calls wait
+            rig.start_phone("gina", calls=2)
+
+    rig.push_hook = hook  # type: ignore[attr-defined]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            results: list[Any] = []
+
+            async def one() -> None:
+                results.append(await rig.call("call_answered.xml", "gina"))
+
+            nursery.start_soon(one)
+            await trio.sleep(0.3)
+            nursery.start_soon(one)
+    assert [r.returncode for r in results] == [0, 0], [r.stdout for r in results]
+    assert len({p["call_id"] for p in pushes}) == 2
+    uas = await rig.phones[0].wait()
+    assert uas.returncode == 0
+
+
+@pytest.mark.parametrize("before_auth", [False, True])
+async def test_failed_authentication_never_reaches_the_sniffer_as_success(tmp_path: Path, before_auth: bool) -> None:
+    defines: dict[str, str | int | None] = {"WITH_AUTH": None, "AUTH_PASSWORD": quoted("right")}
+    if before_auth:
+        defines["WITH_MIRROR_BEFORE_AUTH"] = None
+    async with open_rig(tmp_path, **defines) as r:
+        keys = {"user": "hank", "cport": str(free_port()), "ua": "e2e", "expires": "600"}
+        with trio.fail_after(30):
+            ok = await run_sipp(
+                "register_auth.xml", remote=r.kam.sip_port, workdir=tmp_path, name="ok",
+                keys={**keys, "cparams": ";pn-provider=apns;pn-prid=goodtoken"}, extra=["-au", "hank", "-ap", "right"],
+            )  # fmt: skip
+            bad = await run_sipp(
+                "register_auth_fail.xml", remote=r.kam.sip_port, workdir=tmp_path, name="bad",
+                keys={**keys, "cparams": ";pn-provider=apns;pn-prid=eviltoken"}, extra=["-au", "hank", "-ap", "wrong"],
+            )  # fmt: skip
+            await trio.sleep(0.3)
+    assert ok.returncode == 0, ok.stdout
+    assert bad.returncode == 0, bad.stdout
+    assert r.stub.registered_users() == ["hank"]
+    evil = [d for d in r.stub.hep if b"eviltoken" in d]
+    if before_auth:
+        # mirrored, with its 401s, for the sidecar to ignore
+        assert evil
+        assert any(b"SIP/2.0 401" in d for d in r.stub.hep)
+    else:
+        assert evil == []
