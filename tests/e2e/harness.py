@@ -88,7 +88,17 @@ class Kamailio:
 
     def argv(self) -> list[str]:
         assert KAMAILIO is not None
-        argv = [KAMAILIO, "-f", str(self.cfg), "-DD", "-E", "-Y", str(self.rundir), "-P", str(self.pidfile)]
+        argv = [
+            KAMAILIO,
+            "-f",
+            str(self.cfg),
+            "-DD",
+            "-E",
+            "-Y",
+            str(self.rundir),
+            "-P",
+            str(self.pidfile),
+        ]
         argv += ["-m", "64", "-M", "8"]
         defines: dict[str, str | int | None] = {"SIP_PORT": self.sip_port, **self.defines}
         for name, value in defines.items():
@@ -105,7 +115,9 @@ class Kamailio:
         self.rundir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.rundir / "kamailio.log"
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,7 +127,9 @@ class Kamailio:
                 return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"kamailio did not answer OPTIONS within {timeout}s:\n{self.log()[-4000:]}")
+        raise RuntimeError(
+            f"kamailio did not answer OPTIONS within {timeout}s:\n{self.log()[-4000:]}"
+        )
 
     def _ping(self) -> bool:
         msg = (
@@ -129,7 +143,10 @@ class Kamailio:
             s.settimeout(0.3)
             # the reply goes to the Via's address; put ours there
             port = s.getsockname()[1]
-            s.sendto(msg.replace("127.0.0.1:9;", f"127.0.0.1:{port};").encode(), ("127.0.0.1", self.sip_port))
+            s.sendto(
+                msg.replace("127.0.0.1:9;", f"127.0.0.1:{port};").encode(),
+                ("127.0.0.1", self.sip_port),
+            )
             try:
                 data = s.recv(65535)
             except OSError:
@@ -242,7 +259,9 @@ def sipp_argv(
 
 async def run_sipp(scenario: str, *, workdir: Path, name: str, **kw: object) -> SippResult:
     argv = sipp_argv(scenario, workdir=workdir, name=name, **kw)  # type: ignore[arg-type]
-    proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, cwd=workdir)
+    proc = await trio.run_process(
+        argv, capture_stdout=True, capture_stderr=True, check=False, cwd=workdir
+    )
     return _result(proc.returncode, workdir, name, proc.stdout + proc.stderr)
 
 
@@ -251,7 +270,9 @@ def _result(rc: int, workdir: Path, name: str, out: bytes) -> SippResult:
         p = workdir / f"{name}.{suffix}"
         return p.read_text(errors="replace") if p.exists() else ""
 
-    return SippResult(rc, read("messages.log"), read("errors.log"), out.decode(errors="replace")[-3000:])
+    return SippResult(
+        rc, read("messages.log"), read("errors.log"), out.decode(errors="replace")[-3000:]
+    )
 
 
 class SippProcess:
@@ -261,11 +282,12 @@ class SippProcess:
         self.workdir = workdir
         self.name = name
         argv = sipp_argv(scenario, workdir=workdir, name=name, **kw)  # type: ignore[arg-type]
-        self.proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
 
     async def wait(self) -> SippResult:
-        while self.proc.poll() is None:
-            await trio.sleep(0.05)
+        await trio.to_thread.run_sync(self.proc.wait, abandon_on_cancel=True)
         out = self.proc.stdout.read() if self.proc.stdout else b""
         return _result(self.proc.returncode, self.workdir, self.name, out)
 

@@ -74,12 +74,15 @@ class StubSidecar:
         self.notifications: list[dict[str, Any]] = []
         self.hep: list[bytes] = []
         self.answers: list[dict[str, Any]] = []
-        self.connected = False
+        self.connected = trio.Event()
+        self.answered = trio.Event()
         self._registered = trio.Event()
         self._cancelled: dict[str, trio.Event] = {}
 
     # ----- HEP -----
-    async def serve_hep(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_hep(
+        self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         with sock:
             await sock.bind(("127.0.0.1", 0))
@@ -102,7 +105,9 @@ class StubSidecar:
         return users
 
     # ----- JSON-RPC -----
-    async def serve_rpc(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_rpc(
+        self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         task_status.started(listeners[0].socket.getsockname()[1])
         await trio.serve_listeners(self._handle, listeners)
@@ -114,7 +119,7 @@ class StubSidecar:
             pass  # Kamailio went away
 
     async def _converse(self, stream: trio.SocketStream) -> None:
-        self.connected = True
+        self.connected.set()
         reader = NetstringReader()
         lock = trio.Lock()
         async with stream, trio.open_nursery() as nursery:
@@ -135,7 +140,9 @@ class StubSidecar:
                     self.requests.append(msg)
                     nursery.start_soon(self._answer, stream, lock, msg)
 
-    async def _answer(self, stream: trio.SocketStream, lock: trio.Lock, msg: dict[str, Any]) -> None:
+    async def _answer(
+        self, stream: trio.SocketStream, lock: trio.Lock, msg: dict[str, Any]
+    ) -> None:
         params = msg.get("params") or {}
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": msg["id"]}
         if msg.get("method") != "push":
@@ -183,11 +190,18 @@ class StubSidecar:
                         waiters.start_soon(cancel_wait)
                         waiters.start_soon(register_wait)
                 if outcome == "registered":
-                    reply["result"] = {"status": "registered", "aor": aor, "contact": "", "waited_ms": 0, "pushes": []}
+                    reply["result"] = {
+                        "status": "registered",
+                        "aor": aor,
+                        "contact": "",
+                        "waited_ms": 0,
+                        "pushes": [],
+                    }
                 elif outcome == "cancelled":
                     reply["error"] = {"code": -32006, "message": "Cancelled"}
                 else:
                     reply["error"] = {"code": -32002, "message": "Timeout"}
         self.answers.append(reply)
+        self.answered.set()
         async with lock:
             await stream.send_all(netstring(json.dumps(reply).encode()))

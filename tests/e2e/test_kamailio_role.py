@@ -41,13 +41,21 @@ class Rig:
         self._n += 1
         return f"{prefix}{self._n}"
 
-    async def register(self, user: str, cport: int, *, expires: int = 600, cparams: str = "", ua: str = "e2e") -> Any:
+    async def register(
+        self, user: str, cport: int, *, expires: int = 600, cparams: str = "", ua: str = "e2e"
+    ) -> Any:
         return await run_sipp(
             "register.xml",
             remote=self.kam.sip_port,
             workdir=self.tmp,
             name=self.name("reg"),
-            keys={"user": user, "cport": str(cport), "cparams": cparams, "ua": ua, "expires": str(expires)},
+            keys={
+                "user": user,
+                "cport": str(cport),
+                "cparams": cparams,
+                "ua": ua,
+                "expires": str(expires),
+            },
             timeout_s=10,
         )
 
@@ -105,8 +113,7 @@ async def open_rig(tmp_path: Path, **defines: str | int | None) -> AsyncIterator
         holder["rig"] = r
         # janssonrpcc connects on its own schedule: wait until it has
         with trio.fail_after(5):
-            while not stub.connected:
-                await trio.sleep(0.05)
+            await stub.connected.wait()
         try:
             yield r
         finally:
@@ -160,7 +167,9 @@ async def test_unregistered_callee_is_woken_and_answers(rig: Rig) -> None:
         (-32005, 480, "Temporarily Unavailable (push shutting down)"),
     ],
 )
-async def test_push_error_becomes_final_reply(rig: Rig, code: int, status: int, reason: str) -> None:
+async def test_push_error_becomes_final_reply(
+    rig: Rig, code: int, status: int, reason: str
+) -> None:
     rig.stub.script["carol@127.0.0.1"] = code
     with trio.fail_after(20):
         res = await rig.call("call_failed.xml", "carol")
@@ -184,8 +193,7 @@ async def test_caller_cancel_while_waiting(rig: Rig) -> None:
     with trio.fail_after(20):
         res = await rig.call("call_cancel.xml", "erin")
         # the stub's wait ends Cancelled once the notification arrives
-        while not rig.stub.answers:
-            await trio.sleep(0.05)
+        await rig.stub.answered.wait()
     assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
     assert 487 in [code for code, _ in res.statuses()]
     (note,) = rig.stub.notifications
@@ -236,7 +244,9 @@ async def test_two_calls_to_one_sleeping_user_both_connect(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("before_auth", [False, True])
-async def test_failed_authentication_never_reaches_the_sniffer_as_success(tmp_path: Path, before_auth: bool) -> None:
+async def test_failed_authentication_never_reaches_the_sniffer_as_success(
+    tmp_path: Path, before_auth: bool
+) -> None:
     defines: dict[str, str | int | None] = {"WITH_AUTH": None, "AUTH_PASSWORD": quoted("right")}
     if before_auth:
         defines["WITH_MIRROR_BEFORE_AUTH"] = None
