@@ -262,12 +262,10 @@ async def run(
             log.info("stopping: closing listeners, answering waiting pushes ShuttingDown")
             listeners.cancel("sniffer")
             listeners.cancel("metrics")
-            stop_accepting = getattr(control, "stop_accepting", None)
-            if stop_accepting is not None:
-                stop_accepting()
-            ended = waiters.shutdown()
-            with trio.move_on_after(REPLY_FLUSH):
-                await _replies_flushed(control, service)
+            control.stop_accepting()  # its serve() answers, waits for the replies, closes
+            ended = service.shutdown()
+            with trio.move_on_after(REPLY_FLUSH + 0.25):
+                await listeners.wait("control")
             listeners.cancel("control")
             listeners.cancel("service")
             with trio.move_on_at(started + SHUTDOWN_GRACE - 0.5) as scope:
@@ -334,20 +332,6 @@ def _control_addresses(bound: Any) -> tuple[str | None, tuple[str, int] | None]:
     return path, tcp
 
 
-async def _replies_flushed(control: Any, service: Any) -> None:
-    """Wait until the ShuttingDown answers are written (or the caller's deadline)."""
-    busy = getattr(control, "in_flight", None) or getattr(service, "in_flight", None)
-    for _ in range(1000):
-        await trio.sleep(0.005)
-        pending = busy() if callable(busy) else busy
-        if not isinstance(pending, int):
-            # No way to ask: a few scheduler rounds let the reply writers run.
-            await trio.sleep(0.05)
-            return
-        if pending == 0:
-            return
-
-
 async def _open_providers(
     nursery: trio.Nursery, config: Config, pusher: Any
 ) -> tuple[Any, Callable[[], Any]]:
@@ -402,6 +386,13 @@ class _Listeners:
         entry = self._scopes.pop(name, None)
         if entry is not None:
             entry[0].cancel()
+
+    async def wait(self, name: str) -> None:
+        """Wait until that task has returned (its scope is forgotten then)."""
+        entry = self._scopes.get(name)
+        if entry is not None:
+            await entry[1].wait()
+            self._scopes.pop(name, None)
 
     async def stop(self, name: str) -> None:
         """Cancel and wait until the task has closed its sockets (before binding again)."""
