@@ -434,6 +434,8 @@ class Service:
                 raise InvalidParams(f"{name} must be a string")
             return str(value)
 
+        if not isinstance(params.get("aor", ""), str):
+            raise InvalidParams("aor must be a string (user@domain)")
         aor = text("aor").strip()
         if aor.lower().startswith(("sip:", "sips:")):
             aor = aor.split(":", 1)[1]

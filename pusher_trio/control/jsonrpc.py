@@ -205,7 +205,7 @@ class NetstringDecoder:
         self._max_length = max_length
         self._error: FramingError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0

@@ -1,0 +1,342 @@
+"""The control server: JSON-RPC 2.0 in netstrings on a UNIX socket and optional TCP (DESIGN §7).
+
+The I/O shell around `jsonrpc` (pure). One reader task per connection feeds
+a `NetstringDecoder`; each request runs in its own task in the connection's
+nursery, so one connection carries many requests at once and replies go out
+in any order, each written whole under the connection's send lock.
+
+Failure is per connection: broken framing or a message over 64 KiB gets one
+error reply with `id: null` and that connection is closed; a peer that goes
+away (EOF, reset) cancels its own requests; nothing reaches the listener or
+the other connections.
+
+Shutdown (`stop_accepting()` then `shutdown()`, or `shutdown()` alone):
+stop accepting, end every waiting `push` with ShuttingDown (the service does
+it), let the replies be written for `grace` seconds, then close the
+connections; `serve` returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdlib_socket
+import stat
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+import trio
+
+from . import jsonrpc
+from .jsonrpc import ControlError, InternalError, NetstringDecoder
+
+log = logging.getLogger("pusher_trio.control")
+
+READ_SIZE = 65536
+# A connection whose requests are all still running stops being read at this
+# many: Kamailio's janssonrpcc uses one connection for every waiting call, so
+# it must hold max_waiting and more; a runaway client cannot hold unbounded tasks.
+MAX_IN_FLIGHT_PER_CONNECTION = 20_000
+SHUTDOWN_GRACE = 1.0  # seconds to write the ShuttingDown replies before closing
+# accept() errors that mean "out of resources, try again soon" (as trio's serve_listeners).
+_ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class Dispatcher(Protocol):
+    """What the server needs of the push service (pusher_trio.service.Service)."""
+
+    def call(
+        self, method: str, params: Any = None, *, received: float | None = None
+    ) -> Awaitable[Any]: ...
+
+    def shutdown(self) -> int: ...
+
+
+def parse_tcp(tcp: str | tuple[str, int]) -> tuple[str, int]:
+    """'127.0.0.1:5290' / '[::1]:0' / ('127.0.0.1', 0) -> (host, port)."""
+    if isinstance(tcp, tuple):
+        return tcp[0], int(tcp[1])
+    host, sep, port = tcp.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected host:port, got {tcp!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Connection:
+    __slots__ = ("closing", "nursery", "send_lock", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
+        self.stream = stream
+        self.nursery = nursery
+        self.send_lock = trio.Lock()
+        self.closing = False
+
+
+class ControlServer:
+    def __init__(
+        self,
+        service: Dispatcher,
+        unix_socket: str | os.PathLike[str] | None = None,
+        unix_mode: int = 0o660,
+        tcp: str | tuple[str, int] | None = None,
+        *,
+        grace: float = SHUTDOWN_GRACE,
+        max_in_flight: int = MAX_IN_FLIGHT_PER_CONNECTION,
+    ) -> None:
+        if unix_socket is None and tcp is None:
+            raise ValueError("the control server needs a UNIX socket path or a TCP address")
+        self.service = service
+        self.unix_socket = os.fspath(unix_socket) if unix_socket is not None else None
+        self.unix_mode = unix_mode
+        self.tcp = parse_tcp(tcp) if tcp is not None else None
+        self.grace = grace
+        self.max_in_flight = max_in_flight
+        self._accept_scope: trio.CancelScope | None = None
+        self._bound_unix: tuple[int, str] | None = None
+        self._connections: set[_Connection] = set()
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._stats = {
+            "connections_accepted": 0,
+            "requests": 0,
+            "notifications": 0,
+            "replies": 0,
+            "errors": 0,
+            "framing_errors": 0,
+            "dropped_mid_message": 0,
+            "write_failures": 0,
+        }
+        add_source = getattr(service, "add_stats_source", None)
+        if add_source is not None:
+            add_source("control", self.statistics)
+
+    # --- observability ------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled (the app waits for 0 before closing connections)."""
+        return self._in_flight
+
+    def statistics(self) -> dict[str, int]:
+        return {"connections": len(self._connections), "in_flight": self._in_flight, **self._stats}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def stop_accepting(self) -> None:
+        """Close the listeners; open connections stay to carry their answers."""
+        self._stopping = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+
+    def shutdown(self) -> None:
+        """Graceful stop: stop accepting, answer waiting pushes ShuttingDown, close after grace.
+
+        `serve` returns once the replies are written (at most `grace` seconds).
+        """
+        self.stop_accepting()
+        self.service.shutdown()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind, report `[path and/or (host, port)]`, serve until shutdown() or cancelled."""
+        listeners: list[trio.SocketListener] = []
+        bound: list[Any] = []
+        try:
+            if self.unix_socket is not None:
+                listeners.append(await self._bind_unix(self.unix_socket))
+                bound.append(self.unix_socket)
+            if self.tcp is not None:
+                tcp_listeners = await trio.open_tcp_listeners(self.tcp[1], host=self.tcp[0])
+                listeners.extend(tcp_listeners)
+                for listener in tcp_listeners:
+                    host, port = listener.socket.getsockname()[:2]
+                    bound.append((host, port))
+            async with trio.open_nursery() as outer:
+                if not getattr(self.service, "running", True):
+                    # The service hosts shared pushes in its own nursery; run it here
+                    # when the application did not start it.
+                    await outer.start(self.service.run)  # type: ignore[attr-defined]
+                async with trio.open_nursery() as connections:
+                    with trio.CancelScope() as accept_scope:
+                        self._accept_scope = accept_scope
+                        if self._stopping:
+                            accept_scope.cancel()
+                        async with trio.open_nursery() as accepting:
+                            for listener in listeners:
+                                accepting.start_soon(self._accept_loop, listener, connections)
+                            task_status.started(bound)
+                    # Not accepting any more: free the addresses, answer, then close.
+                    for listener in listeners:
+                        await listener.aclose()
+                    self._remove_unix_socket()
+                    self.service.shutdown()
+                    with trio.move_on_after(self.grace):
+                        await self._wait_idle()
+                    connections.cancel_scope.cancel()
+                outer.cancel_scope.cancel()
+        finally:
+            for listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+            self._remove_unix_socket()
+
+    async def _wait_idle(self) -> None:
+        while self._in_flight:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    # --- binding -----------------------------------------------------------------------------
+    async def _bind_unix(self, path: str) -> trio.SocketListener:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        await self._remove_stale_socket(path)
+        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        try:
+            await sock.bind(path)
+            os.chmod(path, self.unix_mode)
+            sock.listen(stdlib_socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        self._bound_unix = (os.stat(path).st_ino, path)
+        return trio.SocketListener(sock)
+
+    @staticmethod
+    async def _remove_stale_socket(path: str) -> None:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
+        probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        try:
+            with trio.move_on_after(1):
+                await probe.connect(path)
+                raise OSError(errno.EADDRINUSE, "another process serves this socket", path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass
+        finally:
+            probe.close()
+        try:
+            os.unlink(path)  # stale: left by a process that died
+        except FileNotFoundError:
+            pass
+
+    def _remove_unix_socket(self) -> None:
+        bound = self._bound_unix
+        if bound is None:
+            return
+        inode, path = bound
+        self._bound_unix = None
+        try:
+            if os.stat(path).st_ino == inode:  # ours, not a successor's
+                os.unlink(path)
+        except OSError:
+            pass
+
+    # --- connections ----------------------------------------------------------------------------
+    async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRORS:
+                    log.error("accept failed: %s; retrying", os.strerror(exc.errno or 0))
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            self._stats["connections_accepted"] += 1
+            connections.start_soon(self._handle_connection, stream)
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        async with stream, trio.open_nursery() as nursery:
+            conn = _Connection(stream, nursery)
+            self._connections.add(conn)
+            try:
+                await self._read_loop(conn)
+            finally:
+                # EOF, framing error or a dead peer: its requests have nobody to answer.
+                self._connections.discard(conn)
+                nursery.cancel_scope.cancel()
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        decoder = NetstringDecoder()
+        slots = trio.Semaphore(self.max_in_flight)
+        while not conn.closing:
+            try:
+                data = await conn.stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                if decoder.in_frame:
+                    self._stats["dropped_mid_message"] += 1
+                return
+            decoder.feed(data)
+            while True:
+                try:
+                    frame = decoder.next_frame()
+                except jsonrpc.FramingError as exc:
+                    self._stats["framing_errors"] += 1
+                    log.info("closing a control connection: %s", exc.message)
+                    await self._send(conn, jsonrpc.encode_error(None, exc))
+                    return
+                if frame is None:
+                    break
+                received = time.perf_counter()
+                try:
+                    request = jsonrpc.parse_request(frame)
+                except ControlError as exc:
+                    self._stats["errors"] += 1
+                    await self._send(conn, jsonrpc.encode_error(exc.id, exc))
+                    continue
+                await slots.acquire()  # backpressure: stop reading at max_in_flight
+                self._in_flight += 1
+                conn.nursery.start_soon(self._run_request, conn, request, received, slots)
+
+    async def _run_request(
+        self,
+        conn: _Connection,
+        request: jsonrpc.Request,
+        received: float,
+        slots: trio.Semaphore,
+    ) -> None:
+        try:
+            if request.is_notification:
+                self._stats["notifications"] += 1
+            else:
+                self._stats["requests"] += 1
+            try:
+                result = await self.service.call(request.method, request.params, received=received)
+            except ControlError as exc:
+                self._stats["errors"] += 1
+                reply = jsonrpc.encode_error(request.id, exc)
+            except Exception:
+                self._stats["errors"] += 1
+                log.exception("control method %s failed", request.method)
+                reply = jsonrpc.encode_error(request.id, InternalError("internal error"))
+            else:
+                reply = jsonrpc.encode_result(request.id, result)
+            if not request.is_notification:
+                await self._send(conn, reply)
+                self._stats["replies"] += 1
+        finally:
+            slots.release()
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _send(self, conn: _Connection, data: bytes) -> None:
+        if conn.closing:
+            return
+        try:
+            async with conn.send_lock:
+                await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._stats["write_failures"] += 1
+            conn.closing = True
+            conn.nursery.cancel_scope.cancel()
