@@ -1,0 +1,203 @@
+"""`pusher-trio serve` as a subprocess: start-up, SIGTERM with a waiting push, SIGHUP reload."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from pusher_trio.control import jsonrpc
+from pusher_trio.demo import Mirror, Phone, RpcClient
+
+BUNDLE = "org.example.phone"
+
+CONFIG = """
+[control]
+unix_socket = "run/control.sock"
+tcp = "127.0.0.1:0"
+[sniffer]
+listen = ["udp:127.0.0.1:0"]
+[store]
+path = "state/pusher.db"
+[push]
+wait_timeout = {wait_timeout}
+[log]
+level = "info"
+format = "json"
+"""
+
+
+class Daemon:
+    """A `pusher-trio serve` subprocess and its JSON log lines."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pusher_trio", "serve", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(config.parent),
+        )
+        self.lines: list[dict[str, Any]] = []
+        self.running = self.wait_for("pusher-trio running")
+
+    def wait_for(self, message: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Read stderr until a JSON line with that msg (blocking, bounded)."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        for line in self.lines:
+            if line.get("msg", "").startswith(message):
+                return line
+        while time.monotonic() < deadline:
+            raw = self.proc.stderr.readline()
+            if not raw:
+                break
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"msg": raw.strip()}
+            self.lines.append(line)
+            if str(line.get("msg", "")).startswith(message):
+                return line
+        raise AssertionError(f"no log line {message!r}; got {self.lines}")
+
+    @property
+    def sniffer(self) -> tuple[str, int]:
+        host, port = self.running["sniffer"].rsplit(":", 1)
+        return host, int(port)
+
+    @property
+    def socket(self) -> str:
+        return str(self.running["control"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def daemon_config(tmp_path: Path) -> Path:
+    config = tmp_path / "pusher.toml"
+    config.write_text(CONFIG.format(wait_timeout=20))
+    return config
+
+
+@pytest.fixture
+def daemon(daemon_config: Path) -> Iterator[Daemon]:
+    d = Daemon(daemon_config)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def stalling_listener() -> Any:
+    """A TCP port that accepts and never answers: an APNs that stalls (the push stays open)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+async def test_serve_with_a_bad_config_exits_2_naming_key_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[sniffer]\nrequire_2xx = 'sometimes'\n")
+    with trio.fail_after(20):
+        result = await trio.run_process(
+            [sys.executable, "-m", "pusher_trio", "serve", "--config", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert err.count("\n") == 1
+    assert f"{config}: sniffer.require_2xx" in err
+
+
+async def test_sigterm_answers_waiting_calls_shutting_down_and_exits_0(daemon: Daemon) -> None:
+    from load.certs import Authority
+
+    stall = stalling_listener()
+    try:
+        with trio.fail_after(20):
+            admin = await RpcClient.connect_unix(daemon.socket)
+            from pusher_trio.model import App
+            from pusher_trio.providers import load_apple_cert
+            from pusher_trio.store import unstructure_app
+
+            pem = Authority().apns_client_pem(BUNDLE)
+            auth, _ = load_apple_cert(pem, time.time())
+            app = App(BUNDLE, "apple", auth, host=f"127.0.0.1:{stall.getsockname()[1]}")
+            await admin.call("apps.add", {"app": unstructure_app(app)})
+            phone = Phone(
+                "iOS", "alice", "198.51.100.7", 50600,
+                f"pn-provider=apns;pn-prid={'ab' * 32};pn-param=TEAM123456.{BUNDLE}.voip", "T/1",
+            )  # fmt: skip
+            mirror = Mirror(daemon.sniffer)
+            mirror.send(phone, phone.register(600))
+            mirror.close()
+            with trio.fail_after(3):
+                while not (await admin.call("devices.list", {"aor": phone.aor}))["devices"]:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            errors: list[jsonrpc.ControlError] = []
+
+            async def call(call_id: str) -> None:
+                client = await RpcClient.connect_unix(daemon.socket)
+                try:
+                    await client.call("push", {"aor": phone.aor, "call_id": call_id})
+                except jsonrpc.ControlError as exc:
+                    errors.append(exc)
+                finally:
+                    await client.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "c1")
+                nursery.start_soon(call, "c2")
+                with trio.fail_after(3):
+                    while (await admin.call("status", {}))["waiting"] < 2:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                sent = time.monotonic()
+                daemon.proc.send_signal(signal.SIGTERM)
+            await admin.aclose()
+            code = await trio.to_thread.run_sync(daemon.proc.wait, 6)
+            took = time.monotonic() - sent
+        assert code == 0
+        assert took < 5
+        assert [e.code for e in errors] == [-32005, -32005]
+        assert not await trio.Path(daemon.socket).exists()  # removed on exit
+    finally:
+        stall.close()
+
+
+async def test_sighup_reloads_and_a_bad_file_keeps_the_old_one(
+    daemon: Daemon, daemon_config: Path
+) -> None:
+    with trio.fail_after(20):
+        await trio.Path(daemon_config).write_text(CONFIG.format(wait_timeout=0.3))
+        daemon.proc.send_signal(signal.SIGHUP)
+        await trio.to_thread.run_sync(daemon.wait_for, "configuration reloaded")
+        await trio.Path(daemon_config).write_text("[push]\nwait_timeout = 'soon'\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        line = await trio.to_thread.run_sync(daemon.wait_for, "reload failed")
+        assert "push.wait_timeout" in line["msg"]
+        assert str(daemon_config) in line["msg"]
+        # the bad file was refused and the daemon goes on serving
+        client = await RpcClient.connect_unix(daemon.socket)
+        assert "uptime_s" in await client.call("status", {})
+        await client.aclose()
+        assert daemon.proc.poll() is None
