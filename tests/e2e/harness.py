@@ -79,6 +79,8 @@ class Kamailio:
     sip_port: int
     defines: Mapping[str, str | int | None] = field(default_factory=dict)
     cfg: Path = KAMAILIO_CFG
+    shm_mb: int = 64
+    pkg_mb: int = 8
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -99,7 +101,7 @@ class Kamailio:
             "-P",
             str(self.pidfile),
         ]
-        argv += ["-m", "64", "-M", "8"]
+        argv += ["-m", str(self.shm_mb), "-M", str(self.pkg_mb)]
         defines: dict[str, str | int | None] = {"SIP_PORT": self.sip_port, **self.defines}
         for name, value in defines.items():
             argv += ["-A", name if value is None else f"{name}={value}"]
@@ -301,3 +303,129 @@ class SippProcess:
                 self.proc.wait(5)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+# ---------------------------------------------------------------- the sidecar
+
+
+@dataclass
+class Sidecar:
+    """`pusher-trio serve --config <tmp toml>` as a subprocess, on free loopback ports."""
+
+    workdir: Path
+    hep_auth_key: str = ""
+    wait_timeout: float = 5
+    max_wait: float = 60
+    max_waiting: int = 10000
+    ca_file: str = ""
+    log_level: str = "info"
+    log_format: str = "json"
+    control_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
+    sniffer_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "pusher.toml"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "control.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "sidecar.log"
+
+    @property
+    def control(self) -> str:
+        return f"127.0.0.1:{self.control_port}"
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            f"""\
+[control]
+unix_socket = "{self.socket_path}"
+unix_mode = "0600"
+tcp = "{self.control}"
+
+[sniffer]
+listen = ["udp:127.0.0.1:{self.sniffer_port}"]
+allow_from = ["127.0.0.0/8"]
+hep_auth_key = "{self.hep_auth_key}"
+require_2xx = true
+
+[store]
+path = "{self.workdir / "pusher.db"}"
+
+[push]
+wait_timeout = {self.wait_timeout}
+max_wait = {self.max_wait}
+max_waiting = {self.max_waiting}
+ca_file = "{self.ca_file}"
+
+[log]
+level = "{self.log_level}"
+format = "{self.log_format}"
+"""
+        )
+        return self.config_path
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        """Run `pusher-trio --config <ours> ARGS...` (works whether serve runs or not)."""
+        out = subprocess.run(
+            [*PUSHER_TRIO, "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"pusher-trio {' '.join(args)} -> {out.returncode}: {out.stderr.strip()}")
+        return out
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.write_config()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*PUSHER_TRIO, "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pusher-trio serve exited {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.control_port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"pusher-trio serve did not listen within {timeout}s:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+
+PUSHER_TRIO = [shutil.which("pusher-trio") or "pusher-trio"]
+if shutil.which("pusher-trio") is None:
+    import sys
+
+    PUSHER_TRIO = [sys.executable, "-m", "pusher_trio"]
