@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import attrs
@@ -322,16 +322,14 @@ def _uri_text(uri: sip.SipUri) -> str:
 # --- what a REGISTER asks for ------------------------------------------------------
 
 
-@attrs.frozen
-class _Binding:
+class _Binding(NamedTuple):
     uri: str
     params: dict[str, str]
     instance: str | None
     expires: int
 
 
-@attrs.frozen
-class _Request:
+class _Request(NamedTuple):
     """The parts of a REGISTER the outcome needs: small, so the table stays small."""
 
     aor: str
@@ -348,14 +346,27 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text.isdigit() and len(text) < 11 else None
 
 
+# The usual To value, `["Name"] <sip:user@host[:port][;params]>[;tag=...]`, read without
+# the full name-addr parser; anything else goes to sip.parse_name_addr.
+_SIMPLE_TO = re.compile(
+    r'(?:"[^"\\]*"[ \t]*|[A-Za-z0-9 .\-]*)<sips?:([A-Za-z0-9\-_.!~*\'()&=+$,%]+)@'
+    r"([A-Za-z0-9.\-]+)(?::[0-9]{1,5})?[;>]"
+)
+
+
 def aor_of(message: sip.Request | sip.Response) -> str:
     """`user@host` of the To URI (host lowercased; user percent-decoded)."""
     to = message.headers.get("To")
     if to is None:
         raise sip.SipParseError("no To header")
-    uri = sip.parse_name_addr(to).uri
-    host = (uri.host or "").lower()
-    user = unquote(uri.user) if uri.user else ""
+    m = _SIMPLE_TO.match(to)
+    if m is not None:
+        user, host = m.group(1), m.group(2).lower()
+    else:
+        uri = sip.parse_name_addr(to).uri
+        user, host = uri.user or "", (uri.host or "").lower()
+    if "%" in user:
+        user = unquote(user)
     return f"{user}@{host}" if user else host
 
 

@@ -523,3 +523,28 @@ def test_statistics_count_everything() -> None:
     assert stats["answered_2xx"] == 1
     assert stats["registered_events"] == 1
     assert stats["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "<sip:alice@example.com>",
+        "<sip:alice@Example.COM:5060;transport=udp>;tag=1",
+        '"Alice Smith" <sip:alice@example.com>;tag=x',
+        "Alice <sips:alice@example.com>",
+        "sip:alice@example.com;tag=1",  # addr-spec: the parser decides
+        "<sip:al%69ce@example.com>",
+        "<sip:+15551234567;npdi@example.com>",
+        "<sip:alice@[2001:db8::1]:5060>",
+        "<tel:+15551234567>",
+        "<SIP:alice@example.com>",
+    ],
+)
+def test_aor_fast_path_agrees_with_the_parser(to: str) -> None:
+    from pusher_trio.registrations import aor_of
+
+    msg = sip.parse_message(register(RFC8599_APNS, to=to))
+    uri = sip.parse_name_addr(to).uri
+    user = sip.percent_decode(uri.user or "")
+    host = uri.host.lower()
+    assert aor_of(msg) == (f"{user}@{host}" if user else host)
