@@ -155,9 +155,13 @@ async def until(predicate: Callable[[], object]) -> None:
 
 
 def send_raw(sidecar: Sidecar, *datagrams: bytes) -> None:
+    send_raw_to(sidecar.running.sniffer[0], *datagrams)
+
+
+def send_raw_to(address: tuple[str, int], *datagrams: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for data in datagrams:
-            sock.sendto(data, sidecar.running.sniffer[0])
+            sock.sendto(data, address)
 
 
 async def test_started_reports_bound_addresses(sidecar: Sidecar, tmp_path: Path) -> None:
@@ -432,3 +436,33 @@ async def test_reload_applies_push_limits_and_sniffer_rules(sidecar: Sidecar) ->
         assert await sidecar.devices(phone.aor) == []
         status = await sidecar.rpc("status", {})
         assert status["datagrams"]["dropped_not_allowed"] >= 2
+
+
+async def test_metrics_endpoint_exports_the_status_counters(tmp_path: Path) -> None:
+    from pusher_trio.config import MetricsConfig
+
+    config = attrs.evolve(make_config(tmp_path), metrics=MetricsConfig(listen="127.0.0.1:0"))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(
+                lambda task_status: run(
+                    config, task_status=task_status, handle_signals=False,
+                    pusher=ScriptedPusher(),
+                )
+            )  # fmt: skip
+            assert running.metrics_port is not None and running.metrics_port > 0
+            send_raw_to(running.sniffer[0], b"garbage")
+            await until(lambda: running.service.status()["datagrams"].get("received"))
+            stream = await trio.open_tcp_stream("127.0.0.1", running.metrics_port)
+            await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = b""
+            while chunk := await stream.receive_some(65536):
+                body += chunk
+            await stream.aclose()
+            text = body.decode()
+            assert text.startswith("HTTP/1.1 200 OK")
+            assert "\npusher_trio_uptime_s " in text
+            assert "\npusher_trio_devices 0\n" in text
+            assert "\npusher_trio_datagrams_received 1\n" in text
+            assert "\npusher_trio_pushes_delivered 0\n" in text
+            running.shutdown()
