@@ -279,6 +279,13 @@ async def run(
                     "fields": {"waits_ended": ended, "took_ms": _ms(trio.current_time() - started)}
                 },
             )
+    except BaseExceptionGroup as group:
+        # A start-up failure we named (a listener that cannot bind) reaches the caller
+        # as itself, not wrapped in the nursery's group, so `serve` can exit 2 with it.
+        config_error = _find(group, ConfigError)
+        if config_error is not None:
+            raise config_error from None
+        raise
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2.0):
             try:
@@ -286,6 +293,17 @@ async def run(
             except Exception as exc:
                 log.error("store flush failed at shutdown", extra={"fields": {"error": str(exc)}})
         store.close()
+
+
+def _find(group: BaseExceptionGroup[Any], kind: type[ConfigError]) -> ConfigError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _find(exc, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def _fmt(address: tuple[str, int] | None) -> str:

@@ -201,3 +201,25 @@ async def test_sighup_reloads_and_a_bad_file_keeps_the_old_one(
         assert "uptime_s" in await client.call("status", {})
         await client.aclose()
         assert daemon.proc.poll() is None
+
+
+async def test_serve_on_a_busy_port_exits_2_naming_the_key(tmp_path: Path) -> None:
+    busy = trio.socket.socket()
+    await busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    config = tmp_path / "busy.toml"
+    await trio.Path(config).write_text(
+        CONFIG.format(wait_timeout=20).replace('tcp = "127.0.0.1:0"', f'tcp = "127.0.0.1:{port}"')
+    )
+    with trio.fail_after(20):
+        result = await trio.run_process(
+            [sys.executable, "-m", "pusher_trio", "serve", "--config", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    busy.close()
+    assert result.returncode == 2
+    last = result.stderr.decode().splitlines()[-1]
+    assert last.startswith(f"pusher-trio: error: {config}: control: cannot listen")
