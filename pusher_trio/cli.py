@@ -688,9 +688,41 @@ def cmd_status(session: Session) -> int:
     result = session.call("status", {})
     if session.args.json:
         _print_json(result, session.out)
-    else:
-        _status_lines(result, 0, session.out)
+        return 0
+    if isinstance(result, Mapping):
+        _status_summary(result, session.out)
+        if session.args.verbose:
+            session.out.write("\n")
+            _status_lines(result, 0, session.out)
     return 0
+
+
+def _counts(value: Any) -> str:
+    if not isinstance(value, Mapping) or not value:
+        return "-"
+    shown = [f"{k} {v}" for k, v in value.items() if isinstance(v, int | float) and v]
+    return ", ".join(shown) if shown else "0"
+
+
+def _status_summary(status: Mapping[str, Any], out: TextIO) -> None:
+    """The few numbers an operator looks at first; `--verbose` prints everything."""
+    datagrams = status.get("datagrams") if isinstance(status.get("datagrams"), Mapping) else {}
+    dropped = {k: v for k, v in (datagrams or {}).items() if str(k).startswith("dropped")}
+    providers = status.get("providers") if isinstance(status.get("providers"), Mapping) else {}
+    rows = [
+        ("uptime", f"{_scalar('uptime', status.get('uptime_s', 0))} s"),
+        ("devices", str(status.get("devices", "-"))),
+        ("waiting pushes", str(status.get("waiting", "-"))),
+        ("registrations", str(status.get("registrations", "-"))),
+        (
+            "datagrams",
+            f"{(datagrams or {}).get('received', 0)} received; dropped: {_counts(dropped)}",
+        ),
+        ("pushes", _counts(status.get("pushes"))),
+        ("connections", str((providers or {}).get("connections", "-"))),
+    ]
+    for label, value in rows:
+        out.write(f"{label + ':':<16}{value}\n")
 
 
 def cmd_serve(session: Session) -> int:
@@ -838,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", cmd_status, "counters of the running daemon")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("-v", "--verbose", action="store_true", help="every counter")
 
     p = add("demo", cmd_demo, "the whole flow on this machine, nothing external")
     p.add_argument("--no-fcm", action="store_true", help="only the iOS (APNs) phone")

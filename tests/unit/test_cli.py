@@ -338,8 +338,11 @@ def test_status_text_and_json(daemon: FakeDaemon, capsys: pytest.CaptureFixture[
     daemon.results["status"] = status
     code, out, _ = run(["status"], capsys)
     assert code == 0
-    assert "devices: 3" in out
-    assert "received: 10" in out
+    assert "devices:        3" in out
+    assert "10 received" in out
+    assert "delivered 2" in out
+    code, out, _ = run(["status", "-v"], capsys)
+    assert "  received: 10" in out
     code, out, _ = run(["status", "--json"], capsys)
     assert code == 0
     assert json.loads(out) == status
