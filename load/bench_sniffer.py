@@ -14,6 +14,7 @@ kernel dropped because the socket buffer was full; system-wide counter).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -114,7 +115,9 @@ def udp_counters() -> dict[str, int]:
     return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=False)}
 
 
-async def run_once(rate: float, seconds: float, store_kind: str) -> dict[str, Any]:
+async def run_once(
+    rate: float, seconds: float, store_kind: str, freeze: bool = True
+) -> dict[str, Any]:
     import trio
 
     from pusher_trio.registrations import RegistrationTable
@@ -125,6 +128,10 @@ async def run_once(rate: float, seconds: float, store_kind: str) -> dict[str, An
     count -= count % 2
     with tempfile.TemporaryDirectory(prefix="bench-sniffer-") as tmp:
         store = MemoryStore() if store_kind == "memory" else SqliteStore(f"{tmp}/pusher.db")
+        if freeze:
+            # What the service should do once started (imports done, store loaded): move
+            # the long-lived objects out of the collector's way. Worth ~20 % here.
+            gc.freeze()
         sniffer = Sniffer(
             ["udp:127.0.0.1:0"],
             ["127.0.0.0/8"],
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=KAMAILIO_RATE)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument("--no-gc-freeze", action="store_true")
     parser.add_argument("--blast", nargs=4, metavar=("HOST:PORT", "COUNT", "RATE", "USERS"))
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.blast:
@@ -217,15 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     import trio
 
     seconds = min(args.seconds, MAX_SECONDS)
-    print(f"sniffer benchmark: HEP REGISTER + 200 OK pairs, {USERS:,} AORs, store={args.store}")
-    paced = trio.run(run_once, args.rate, seconds, args.store)
+    print(f"sniffer benchmark: HEP REGISTER + 200 OK pairs, {USERS:,} AORs, "
+          f"store={args.store}, gc.freeze() after start-up: {not args.no_gc_freeze}")  # fmt: skip
+    freeze = not args.no_gc_freeze
+    paced = trio.run(run_once, args.rate, seconds, args.store, freeze)
     report(f"paced at {args.rate:,.0f}/s", paced)
     # The highest paced rate handled without loss, in steps (each run bounded).
     best = args.rate if paced["lost"] == 0 else 0.0
     for rate in STEPS:
         if rate <= args.rate or paced["lost"]:
             continue
-        r = trio.run(run_once, rate, min(seconds, 3.0), args.store)
+        r = trio.run(run_once, rate, min(seconds, 3.0), args.store, freeze)
         report(f"paced at {rate:,.0f}/s", r)
         if r["lost"]:
             break
