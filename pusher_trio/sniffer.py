@@ -333,7 +333,7 @@ class Sniffer:
                     changed = self.store.put_devices(event.devices)
                     stats["devices_changed"] += len(changed)
                     for d in changed:
-                        log.info(
+                        log.debug(
                             "token learned: aor=%s device=%s type=%s app=%s token=%s",
                             d.aor,
                             mask_token(d.device_id) if d.device_id == d.token else d.device_id,

@@ -548,3 +548,14 @@ def test_aor_fast_path_agrees_with_the_parser(to: str) -> None:
     user = sip.percent_decode(uri.user or "")
     host = uri.host.lower()
     assert aor_of(msg) == (f"{user}@{host}" if user else host)
+
+
+def test_mapping_regexes_are_compiled_once_per_distinct_mapping() -> None:
+    from pusher_trio.registrations import _mapping_rules
+
+    first = _mapping_rules(CUSTOM_UA)
+    again = _mapping_rules({k: dict(v) for k, v in CUSTOM_UA.items()})  # equal, not the same
+    assert first is again
+    changed = {**CUSTOM_UA, "Acme": {**CUSTOM_UA["Acme"], "regex": "^Acme2"}}
+    assert _mapping_rules(changed) is not first
+    assert [r.name for r in first] == ["Other", "Acme"]
