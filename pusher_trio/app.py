@@ -23,6 +23,7 @@ is logged.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -131,12 +132,16 @@ async def run(
     manage_logging: bool = False,
     handle_signals: bool = True,
     pusher: Any = None,
+    freeze_gc: bool = False,
 ) -> None:
     """Run the sidecar until shutdown; see the module docstring.
 
     `manage_logging`: (re)configure logging from `[log]` (the CLI's `serve` does).
     `handle_signals`: install SIGTERM/SIGINT/SIGHUP handlers (main thread only).
     `pusher`: a `model.Pusher` to use instead of the real provider pools (tests).
+    `freeze_gc`: once started, move every object alive (modules, store records) out of
+    the cyclic collector's reach (`gc.freeze()`): collections then scan only what the
+    traffic allocates (~20 % more datagrams/s in load/bench_sniffer.py). `serve` sets it.
     Raises ConfigError when a folder cannot be created or a listener cannot bind.
     """
     from .control.server import ControlServer
@@ -254,6 +259,9 @@ async def run(
                     }
                 },
             )
+            if freeze_gc:
+                gc.collect()
+                gc.freeze()
             task_status.started(running)
             await running._stop.wait()
 

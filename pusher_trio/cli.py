@@ -734,7 +734,7 @@ def cmd_serve(session: Session) -> int:
     config = session.config
     setup_logging(config.log.level, config.log.format)
     try:
-        trio.run(lambda: run(config, manage_logging=True))
+        trio.run(lambda: run(config, manage_logging=True, freeze_gc=True))
     except ConfigError as exc:  # a start-up check that needed the file system
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
