@@ -245,7 +245,7 @@ async def run(
             )
             running._reload = reloader.reload
             if handle_signals:
-                root.start_soon(_signal_loop, running)
+                await root.start(_signal_loop, running)
 
             log.info(
                 "pusher-trio running",
@@ -428,8 +428,11 @@ class _Listeners:
             await entry[1].wait()
 
 
-async def _signal_loop(running: Running) -> None:
+async def _signal_loop(
+    running: Running, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()  # handlers installed before anyone is told we run
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: reloading the configuration")
