@@ -12,7 +12,7 @@ sniffer sees and returns what changed, as events named as past facts:
 DESIGN §1: only a registration that succeeded counts. A REGISTER answered 401/403,
 never answered, or a 2xx whose Call-ID + CSeq we never saw in a REGISTER, changes
 nothing. Pending REGISTERs live in a table bounded by count and by bytes, oldest
-evicted first, each for at most `ttl` seconds (64*T1/... a transaction lasts 32 s).
+evicted first, each for at most `ttl` seconds (Timer F: a transaction lasts 32 s).
 
 `apply` may raise `sip.SipParseError` for a malformed message (the sip parser
 parses headers lazily); the table is unchanged then.
@@ -37,20 +37,23 @@ __all__ = [
     "Registered",
     "RegistrationTable",
     "Unregistered",
+    "aor_of",
     "extract_target",
     "target_from_params",
 ]
 
-# RFC 3261 §17.1.1.2: Timer B = 64*T1 = 32 s bounds a non-INVITE transaction.
+# RFC 3261 §17.1.2.2: Timer F = 64*T1 = 32 s bounds a non-INVITE transaction.
 DEFAULT_TTL = 32.0
 # ~13.8k REGISTER/s (the Kamailio ceiling measured here) answered within a second need
 # a few thousand entries; 100k holds 7 s of a full-rate flood nobody answers.
 DEFAULT_MAX_ENTRIES = 100_000
-# Contacts are the part an attacker controls; bound the table by bytes too.
+# Contacts are the part an attacker controls; bound the table by bytes too. A typical
+# REGISTER costs ~2 KB here, so with both defaults the byte cap binds first (~32k).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # More Contacts than this in one REGISTER are ignored (a phone binds one or two).
 MAX_CONTACTS = 32
-# Registrars bind for an hour when neither the Contact nor the request says (RFC 3261 §10.3).
+# Neither the Contact nor the request says: the registrar picks its default (RFC 3261
+# §10.3, step 7); an hour is the common one. Only "bound or not" matters here.
 DEFAULT_EXPIRES = 3600
 _ENTRY_OVERHEAD = 550  # dict slot, tuples, objects: measured ~2.1 KB per bench REGISTER in all
 
@@ -211,7 +214,7 @@ def _split_prid(prid: str, services: Sequence[str]) -> str:
 
 
 def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
-    """RFC 8599 §4.1: pn-provider, pn-prid, pn-param. None when not (fully) present."""
+    """RFC 8599: pn-provider, pn-prid, pn-param. None when not (fully) present."""
     provider = params.get("pn-provider", "").lower()
     prid = params.get("pn-prid", "")
     if not provider or not prid:
@@ -221,7 +224,7 @@ def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
         provider, sandbox = provider[:-4], True
     pn_param = params.get("pn-param", "")
     if provider == "apns":
-        # RFC 8599 §9.2: pn-param = TeamID.BundleID.service; the first dot ends the team
+        # RFC 8599 (APNs): pn-param = TeamID.BundleID.service; the first dot ends the team
         # id, the last one starts the service ("voip", or Linphone's "voip&remote").
         team, _, rest = pn_param.partition(".")
         bundle, dot, service = rest.rpartition(".")
@@ -233,7 +236,7 @@ def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
         extra = {"source": "rfc8599", "team_id": team}
         return ("apple", bundle, token, sandbox, push_type, extra)
     if provider == "fcm":
-        # RFC 8599 §10.2: pn-param is the project (Linphone sends the project number);
+        # RFC 8599 (FCM): pn-param is the project (Linphone sends the project number);
         # the service resolves it to a firebase app (DESIGN §11).
         extra = {"source": "rfc8599"}
         if pn_param:
