@@ -1,0 +1,395 @@
+"""Push providers: APNs (certificate and token auth) and FCM HTTP v1.
+
+`Providers` implements `model.Pusher`. Lifecycle (pick one):
+
+    async with Providers(ca_file=cfg.push.ca_file or None) as providers:
+        outcome = await providers.send(app, device, message, expires_at=deadline)
+
+    providers = Providers(ca_file=...)
+    await nursery.start(providers.run)      # serves until the nursery is cancelled
+    ...
+    await providers.aclose()                # optional: GOAWAY now, before cancelling
+
+Inside, each pool of HTTP/2 connections lives in the `Providers` nursery; leaving the
+`async with` (or cancelling `run`) closes every connection with GOAWAY, bounded by
+`close_timeout` and shielded, so shutdown does not hang on a dead peer.
+
+`send` never raises for an answer Apple or Google documents, nor for network trouble:
+it returns an Outcome. `RetryLater` answers are retried with jittered exponential
+backoff (or the server's Retry-After) while the caller's cancel-scope deadline
+(`trio.current_effective_deadline()`) and `expires_at` leave room; otherwise the last
+`RetryLater` is returned as it is. A send that cannot finish before the caller's cancel
+scope expires is simply cancelled (only its HTTP/2 stream is reset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import attrs
+import trio
+
+from ..model import (
+    App,
+    AppleCertAuth,
+    AppleTokenAuth,
+    AuthFailed,
+    Delivered,
+    Device,
+    FirebaseAuth,
+    Outcome,
+    PushMessage,
+    Rejected,
+    RetryLater,
+    TokenInvalid,
+    mask_token,
+)
+from . import apns, fcm
+from .credentials import (
+    CredentialError,
+    load_apple_cert,
+    load_apple_token_key,
+    load_service_account,
+)
+from .http import HttpRequest, HttpResponse
+from .oauth import OAuthClient
+from .transport import (
+    ConnectError,
+    ConnectionLost,
+    Origin,
+    Pool,
+    StreamReset,
+    TransportError,
+    make_ssl_context,
+)
+
+__all__ = [
+    "CredentialError",
+    "Providers",
+    "load_apple_cert",
+    "load_apple_token_key",
+    "load_service_account",
+    "outcome_name",
+]
+
+log = logging.getLogger("pusher_trio.providers")
+
+OUTCOME_NAMES: dict[type, str] = {
+    Delivered: "delivered",
+    TokenInvalid: "token_invalid",
+    RetryLater: "retry_later",
+    AuthFailed: "auth_failed",
+    Rejected: "rejected",
+}
+
+
+def outcome_name(outcome: Outcome) -> str:
+    return OUTCOME_NAMES[type(outcome)]
+
+
+def _fingerprint(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+@attrs.frozen
+class PoolKey:
+    """One pool per (origin, credential); the fingerprint changes when the secret does."""
+
+    kind: str
+    origin: Origin
+    credential: str
+
+
+@attrs.define
+class _FcmAccount:
+    cache: fcm.AccessTokenCache = attrs.Factory(fcm.AccessTokenCache)
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+
+
+class Providers:
+    """The `model.Pusher` of the service: one HTTP/2 pool per (host, credential)."""
+
+    def __init__(
+        self,
+        ca_file: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_connections: int = 4,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 60.0,
+        ping_timeout: float = 10.0,
+        retry_base: float = 0.25,
+        retry_cap: float = 8.0,
+        close_timeout: float = 3.0,
+    ) -> None:
+        self.ca_file = ca_file or None
+        self._clock = clock
+        self._pool_options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "connect_timeout": connect_timeout,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+        }
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._close_timeout = close_timeout
+        self._pools: dict[PoolKey, Pool] = {}
+        self._app_pools: dict[str, PoolKey] = {}
+        self._provider_tokens = apns.ProviderTokenCache()
+        self._fcm_accounts: dict[str, _FcmAccount] = {}
+        self._oauth: OAuthClient | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._closed = False
+        self.pushes: Counter[str] = Counter()
+        self.retries = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Providers:
+        stack = contextlib.AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        assert self._stack is not None
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Providers] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """`await nursery.start(providers.run)`: serve until cancelled, then close cleanly."""
+        async with self:
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        """GOAWAY on every connection (after its open streams), then stop the pools."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(self._close_timeout):
+            async with trio.open_nursery() as nursery:
+                for pool in self._pools.values():
+                    nursery.start_soon(pool.aclose)
+            if self._oauth is not None:
+                await self._oauth.aclose()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # --- the Pusher protocol ---------------------------------------------------------
+
+    async def send(
+        self, app: App, device: Device, message: PushMessage, *, expires_at: float
+    ) -> Outcome:
+        attempt = 0
+        while True:
+            try:
+                outcome = await self._send_once(app, device, message, expires_at)
+            except (TransportError, trio.TooSlowError) as error:  # pragma: no cover - belt
+                outcome = RetryLater(f"transport: {error}")
+            if not isinstance(outcome, RetryLater):
+                break
+            delay = self._retry_delay(outcome, attempt)
+            deadline = trio.current_effective_deadline()
+            if trio.current_time() + delay >= deadline or self._clock() + delay >= expires_at:
+                break
+            attempt += 1
+            self.retries += 1
+            log.info(
+                "push to %s of %s: %s; retry %d in %.2fs",
+                mask_token(device.token),
+                app.app_id,
+                outcome.reason,
+                attempt,
+                delay,
+            )
+            await trio.sleep(delay)
+        self.pushes[outcome_name(outcome)] += 1
+        if not isinstance(outcome, Delivered):
+            log.info("push to %s of %s: %r", mask_token(device.token), app.app_id, outcome)
+        return outcome
+
+    def _retry_delay(self, outcome: RetryLater, attempt: int) -> float:
+        if outcome.after is not None:
+            return outcome.after + random.uniform(0, self._retry_base)
+        backoff: float = min(self._retry_cap, self._retry_base * 2.0**attempt)
+        return backoff * random.uniform(0.5, 1.0)
+
+    async def _send_once(
+        self, app: App, device: Device, message: PushMessage, expires_at: float
+    ) -> Outcome:
+        if app.type == "apple" and isinstance(app.auth, AppleCertAuth | AppleTokenAuth):
+            return await self._send_apns(app, device, message, expires_at)
+        if app.type == "firebase" and isinstance(app.auth, FirebaseAuth):
+            return await self._send_fcm(app, app.auth, device, message, expires_at)
+        return Rejected(f"app {app.app_id}: type {app.type} does not fit its credentials")
+
+    async def _request(self, pool: Pool, request: HttpRequest) -> HttpResponse | Outcome:
+        try:
+            return await pool.request(request)
+        except StreamReset as error:
+            return Rejected(str(error))
+        except (ConnectError, ConnectionLost) as error:
+            return RetryLater(str(error))
+
+    async def _send_apns(
+        self, app: App, device: Device, message: PushMessage, expires_at: float
+    ) -> Outcome:
+        try:
+            pool = self._pool_for(app)
+        except (OSError, ValueError) as error:
+            return AuthFailed(f"app {app.app_id}: unusable credentials: {error}")
+        refreshed = False
+        while True:
+            now = self._clock()
+            token: str | None = None
+            if isinstance(app.auth, AppleTokenAuth):
+                try:
+                    token = self._provider_tokens.token(app.auth, now)
+                except ValueError as error:
+                    return AuthFailed(f"app {app.app_id}: signing key: {error}")
+            request = apns.build_request(app, device, message, token, now, expires_at)
+            if isinstance(request, Rejected):
+                return request
+            response = await self._request(pool, request)
+            if not isinstance(response, HttpResponse):
+                return response
+            answer = apns.interpret_response(response.status, response.headers, response.body)
+            if not isinstance(answer, apns.RefreshProviderToken):
+                return answer
+            assert isinstance(app.auth, AppleTokenAuth) and token is not None
+            if refreshed or not self._provider_tokens.refresh_after_rejection(
+                app.auth, token, self._clock()
+            ):
+                return AuthFailed(f"403 {answer.reason}")
+            refreshed = True
+
+    async def _access_token(self, auth: FirebaseAuth) -> str | Outcome:
+        account = self._fcm_accounts.setdefault(auth.service_account["client_email"], _FcmAccount())
+        token = account.cache.get(self._clock())
+        if token is not None:
+            return token
+        async with account.lock:
+            token = account.cache.get(self._clock())
+            if token is not None:
+                return token
+            if self._oauth is None:
+                self._oauth = OAuthClient(self.ca_file)
+            now = self._clock()
+            result = await self._oauth.fetch(auth.service_account, now)
+            if isinstance(result, tuple):
+                account.cache.store(result[0], result[1], now)
+                return result[0]
+            return result
+
+    async def _send_fcm(
+        self, app: App, auth: FirebaseAuth, device: Device, message: PushMessage, expires_at: float
+    ) -> Outcome:
+        try:
+            pool = self._pool_for(app)
+        except (OSError, ValueError) as error:
+            return AuthFailed(f"app {app.app_id}: {error}")
+        prefix = urllib.parse.urlsplit(auth.base_url).path.rstrip("/")
+        refreshed = False
+        while True:
+            token = await self._access_token(auth)
+            if not isinstance(token, str):
+                return token
+            request = fcm.build_request(app, device, message, token, self._clock(), expires_at)
+            if isinstance(request, Rejected):
+                return request
+            if prefix:
+                request = attrs.evolve(request, path=prefix + request.path)
+            response = await self._request(pool, request)
+            if not isinstance(response, HttpResponse):
+                return response
+            answer = fcm.interpret_response(response.status, response.headers, response.body)
+            if not isinstance(answer, fcm.RefreshAccessToken):
+                return answer
+            if refreshed:
+                return AuthFailed(answer.reason)
+            refreshed = True
+            self._fcm_accounts[auth.service_account["client_email"]].cache.invalidate(token)
+
+    # --- pools ---------------------------------------------------------------------
+
+    def _key_for(self, app: App) -> PoolKey:
+        auth = app.auth
+        if isinstance(auth, AppleCertAuth):
+            host, port = apns.split_host(app.host)
+            return PoolKey("apns-cert", Origin(host, port), _fingerprint(auth.pem))
+        if isinstance(auth, AppleTokenAuth):
+            host, port = apns.split_host(app.host)
+            ident = _fingerprint(auth.team_id, auth.key_id, auth.key_pem)
+            return PoolKey("apns-token", Origin(host, port), ident)
+        parts = urllib.parse.urlsplit(auth.base_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"FCM base URL must be https://host[:port], not {auth.base_url!r}")
+        origin = Origin(parts.hostname, parts.port or 443)
+        return PoolKey("fcm", origin, _fingerprint(auth.service_account.get("client_email", "")))
+
+    def _pool_for(self, app: App) -> Pool:
+        if self._nursery is None or self._closed:
+            raise RuntimeError("Providers is not running (use `async with Providers(...)`)")
+        key = self._key_for(app)
+        previous = self._app_pools.get(app.app_id)
+        if previous is not None and previous != key:
+            self._retire(app.app_id, previous)
+        self._app_pools[app.app_id] = key
+        pool = self._pools.get(key)
+        if pool is None:
+            client_pem = app.auth.pem if isinstance(app.auth, AppleCertAuth) else None
+            context = make_ssl_context(self.ca_file, client_pem)
+            pool = Pool(key.origin, context, self._nursery, **self._pool_options)
+            self._pools[key] = pool
+            log.info("new %s pool for %s (app %s)", key.kind, key.origin.authority, app.app_id)
+        return pool
+
+    def _retire(self, app_id: str, key: PoolKey) -> None:
+        """The app's credentials changed: close the old pool unless another app uses it."""
+        del self._app_pools[app_id]
+        if key in self._app_pools.values():
+            return
+        pool = self._pools.pop(key, None)
+        if pool is not None and self._nursery is not None:
+            log.info("credentials of %s changed: closing its old pool", app_id)
+            self._nursery.start_soon(pool.aclose)
+
+    def statistics(self) -> dict[str, Any]:
+        pools = [
+            {"kind": key.kind, "credential": key.credential[:8], **pool.statistics()}
+            for key, pool in self._pools.items()
+        ]
+        return {
+            "pools": len(pools),
+            "connections": sum(p["connections"] for p in pools),
+            "connections_per_pool": {
+                f"{p['kind']} {p['origin']} {p['credential']}": p["connections"] for p in pools
+            },
+            "pushes": {name: self.pushes.get(name, 0) for name in OUTCOME_NAMES.values()},
+            "retries": self.retries,
+            "provider_tokens_generated": self._provider_tokens.generated,
+            "oauth_exchanges": self._oauth.exchanges if self._oauth else 0,
+            "pool_details": pools,
+        }

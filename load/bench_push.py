@@ -1,0 +1,301 @@
+"""Push throughput: pusher-trio's HTTP/2 transport against aioapns, same server, same run.
+
+One connection, 100 requests in flight, against a local nginx (Debian nginx-light)
+answering `POST /3/device/...` with 200 and the echoed apns-id, like APNs does. nginx
+saturates far above any Python client, so the figures compare the clients.
+
+    python -m load.bench_push [--seconds 5] [--inflight 100]
+
+`main()` returns the figures as a dict (load/bench.py prints a row from it). Bounded:
+each client runs for `--seconds` (default 5) after a short warm-up; the whole run stays
+well under 60 s. The nginx process is ours and is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from load.certs import Authority
+from pusher_trio.providers.http import HttpRequest
+from pusher_trio.providers.transport import Origin, Pool, make_ssl_context
+
+TOKEN = "0123456789abcdef" * 4
+TOPIC = "com.example.bench"
+PAYLOAD = (
+    b'{"aps":{"alert":{"loc-key":"IC_MSG","loc-args":["Bob"]},"sound":"default"},"call-id":"c1"}'
+)
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server_tokens off;
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {tmp}/server.pem;
+        ssl_certificate_key {tmp}/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        keepalive_requests 10000000;
+        keepalive_timeout 600s;
+        http2_max_requests 10000000;
+        http2_max_concurrent_streams 1000;
+        location /3/device/ {{
+            add_header apns-id $http_apns_id always;
+            return 200 "";
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def nginx(authority: Authority) -> Iterator[tuple[int, str]]:
+    """Start our own nginx on a free loopback port; yields (port, CA file)."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        raise FileNotFoundError("nginx is not installed (Debian: nginx-light)")
+    with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
+        leaf = authority.ca.issue_cert("127.0.0.1", "localhost")
+        leaf.cert_chain_pems[0].write_to_path(f"{tmp}/server.pem")
+        leaf.private_key_pem.write_to_path(f"{tmp}/server.key")
+        ca_file = authority.write_ca(f"{tmp}/ca.pem")
+        conf = Path(tmp, "nginx.conf")
+        for attempt in range(5):
+            port = free_port()
+            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+            process = subprocess.Popen(
+                [binary, "-c", str(conf), "-p", tmp, "-e", f"{tmp}/error.log"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if _wait_listening(port, process):
+                break
+            process.wait(5)
+            if attempt == 4:
+                raise RuntimeError(Path(tmp, "error.log").read_text()[-500:])
+        try:
+            yield port, ca_file
+        finally:
+            process.send_signal(signal.SIGQUIT)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+# --- pusher-trio -------------------------------------------------------------------------
+
+
+def _request() -> HttpRequest:
+    return HttpRequest(
+        method="POST",
+        path=f"/3/device/{TOKEN}",
+        headers=(
+            ("apns-push-type", "alert"),
+            ("apns-topic", TOPIC),
+            ("apns-priority", "10"),
+            ("apns-expiration", "0"),
+            ("apns-id", str(uuid.uuid4())),
+        ),
+        body=PAYLOAD,
+    )
+
+
+async def _bench_pusher_trio(port: int, ca_file: str, seconds: float, inflight: int) -> float:
+    context = make_ssl_context(ca_file)
+    async with trio.open_nursery() as nursery:
+        pool = Pool(Origin("127.0.0.1", port), context, nursery, max_connections=1)
+        done = 0
+        stop_at = 0.0
+
+        async def worker() -> None:
+            nonlocal done
+            while trio.current_time() < stop_at:
+                response = await pool.request(_request())
+                if response.status != 200:
+                    raise RuntimeError(f"nginx answered {response.status}")
+                done += 1
+
+        stop_at = trio.current_time() + 0.5  # warm-up: connect, TLS, window growth
+        async with trio.open_nursery() as workers:
+            for _ in range(inflight):
+                workers.start_soon(worker)
+        done = 0
+        start = trio.current_time()
+        stop_at = start + seconds
+        async with trio.open_nursery() as workers:
+            for _ in range(inflight):
+                workers.start_soon(worker)
+        elapsed = trio.current_time() - start
+        assert len(pool.connections) == 1, "the benchmark measures one connection"
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+    return done / elapsed
+
+
+# --- aioapns ---------------------------------------------------------------------------------
+
+
+def _bench_aioapns(port: int, ca_file: str, seconds: float, inflight: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        # aioapns' cert pool insists on a client certificate file: give it a throw-away one.
+        client_pem = Path(tmp, "client.pem")
+        client_pem.write_text(Authority().apns_client_pem(TOPIC))
+        return asyncio.run(_aioapns_main(port, ca_file, str(client_pem), seconds, inflight))
+
+
+async def _aioapns_main(
+    port: int, ca_file: str, cert_file: str, seconds: float, inflight: int
+) -> float:
+    from aioapns.common import NotificationRequest
+    from aioapns.connection import APNsCertConnectionPool, APNsProductionClientProtocol
+
+    class LocalProtocol(APNsProductionClientProtocol):  # type: ignore[misc]
+        # aioapns has no host/port option (notes/push-protocols.md): subclass the protocol.
+        APNS_SERVER = "127.0.0.1"
+        APNS_PORT = port
+
+    authority_context = ssl.create_default_context(cafile=ca_file)
+    authority_context.set_alpn_protocols(["h2"])
+    pool = APNsCertConnectionPool(
+        cert_file=cert_file,
+        topic=TOPIC,
+        max_connections=1,
+        max_connection_attempts=3,
+        ssl_context=authority_context,
+    )
+    pool.protocol_class = LocalProtocol
+    done = 0
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal done
+        loop = asyncio.get_running_loop()
+        while loop.time() < stop_at:
+            request = NotificationRequest(
+                device_token=TOKEN,
+                message={
+                    "aps": {
+                        "alert": {"loc-key": "IC_MSG", "loc-args": ["Bob"]},
+                        "sound": "default",
+                    },
+                    "call-id": "c1",
+                },
+                time_to_live=None,
+            )
+            result = await pool.send_notification(request)
+            if not result.is_successful:
+                raise RuntimeError(f"aioapns: {result.status} {result.description}")
+            done += 1
+
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + 0.5
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    done = 0
+    start = loop.time()
+    stop_at = start + seconds
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    elapsed = loop.time() - start
+    pool.close()
+    return done / elapsed
+
+
+def _in_thread(function: Any, *args: Any) -> Any:
+    """Each client gets a fresh interpreter thread state (no loop left over)."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(function(*args))
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
+    parser.add_argument("--inflight", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per client")
+    args = parser.parse_args(argv)
+    authority = Authority()
+    ours: list[float] = []
+    theirs: list[float] = []
+    with nginx(authority) as (port, ca_file):
+        for _ in range(args.rounds):
+            ours.append(
+                _in_thread(trio.run, _bench_pusher_trio, port, ca_file, args.seconds, args.inflight)
+            )
+            theirs.append(_in_thread(_bench_aioapns, port, ca_file, args.seconds, args.inflight))
+    result = {
+        "pusher_trio_pushes_per_s": round(statistics.median(ours)),
+        "aioapns_pushes_per_s": round(statistics.median(theirs)),
+        "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
+        "runs": {"pusher_trio": [round(x) for x in ours], "aioapns": [round(x) for x in theirs]},
+        "inflight": args.inflight,
+        "connections": 1,
+    }
+    print(
+        f"push: pusher-trio {result['pusher_trio_pushes_per_s']}/s, "
+        f"aioapns {result['aioapns_pushes_per_s']}/s, ratio {result['ratio']}x "
+        f"(1 connection, {args.inflight} in flight, nginx, runs {result['runs']})"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,54 @@
+"""The OAuth2 token exchange for FCM service accounts (trio shell around `fcm.py`).
+
+Low rate (one request per service account and hour), so it uses httpcore rather than
+the hand-made transport: HTTP/1.1 or HTTP/2, whatever the token endpoint speaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpcore
+
+from ..model import AuthFailed, RetryLater
+from . import fcm
+from .transport import make_ssl_context
+
+TOKEN_TIMEOUT = 10.0
+
+
+class OAuthClient:
+    def __init__(self, ca_file: str | None = None) -> None:
+        # httpcore sets ALPN on the context it is given: it gets its own.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=make_ssl_context(ca_file), http1=True, http2=True, max_connections=4
+        )
+        self.exchanges = 0
+
+    async def fetch(
+        self, service_account: Mapping[str, str], now: float
+    ) -> tuple[str, float] | AuthFailed | RetryLater:
+        """(access token, lifetime) or why not; network trouble is RetryLater."""
+        url, body = fcm.token_request(service_account, now)
+        self.exchanges += 1
+        try:
+            response = await self._pool.request(
+                "POST",
+                url,
+                headers=[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("accept", "application/json"),
+                ],
+                content=body,
+                extensions={"timeout": {"connect": TOKEN_TIMEOUT, "read": TOKEN_TIMEOUT}},
+            )
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as error:
+            return RetryLater(f"OAuth token endpoint: {type(error).__name__}: {error}")
+        except httpcore.UnsupportedProtocol as error:
+            return AuthFailed(f"OAuth token_uri unusable: {error}")
+        if response.status >= 500 or response.status == 429:
+            return RetryLater(f"OAuth token endpoint answered {response.status}")
+        return fcm.parse_token_response(response.status, response.content)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
