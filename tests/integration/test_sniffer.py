@@ -289,3 +289,53 @@ def test_unusual_responses_still_register(payload: bytes) -> None:
     sniffer.handle_datagram(register(RFC8599_APNS), "127.0.0.1", 1.0)
     sniffer.handle_datagram(payload, "127.0.0.1", 2.0)
     assert [d.token for d in store.devices()] == [TOKEN]
+
+
+def direct(**kw: Any) -> tuple[Sniffer, MemoryStore]:
+    store = MemoryStore()
+    args: dict[str, Any] = {
+        "listen": ["udp:127.0.0.1:0"],
+        "allow_from": ["127.0.0.0/8"],
+        "hep_auth_key": "",
+        "table": RegistrationTable(),
+        "store": store,
+        "on_registered": lambda e: None,
+    }
+    args.update(kw)
+    return Sniffer(**args), store
+
+
+@pytest.mark.parametrize(
+    ("source", "allowed"),
+    [("127.0.0.1", True), ("::ffff:127.0.0.9", True), ("10.0.0.1", False), ("::1", False),
+     ("fe80::1%eth0", False), ("not an address", False)],
+)  # fmt: skip
+def test_allow_from_rules(source: str, allowed: bool) -> None:
+    sniffer, _ = direct()
+    sniffer.handle_datagram(b"OPTIONS sip:x SIP/2.0\r\n\r\n", source, 1.0)
+    assert sniffer.statistics()["dropped_not_allowed"] == (0 if allowed else 1)
+
+
+def test_a_failing_callback_is_counted_and_the_next_datagram_is_served() -> None:
+    calls: list[Registered] = []
+
+    def on_registered(event: Registered) -> None:
+        calls.append(event)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    sniffer, store = direct(on_registered=on_registered)
+    for cseq in (1, 2):
+        sniffer.handle_datagram(register(RFC8599_APNS, cseq=cseq), "127.0.0.1", 1.0)
+        sniffer.handle_datagram(response(200, cseq=cseq), "127.0.0.1", 1.0)
+    assert sniffer.statistics()["errors"] == 1
+    assert len(calls) == 2
+    assert store.device_count() == 1
+
+
+def test_statistics_keys() -> None:
+    sniffer, _ = direct()
+    stats = sniffer.statistics()
+    for key in ("received", "registrations", "dropped_not_allowed", "dropped_malformed",
+                "dropped_auth", "ignored_not_register", "table_pending", "rcvbuf_bytes"):  # fmt: skip
+        assert stats[key] == 0
