@@ -56,6 +56,19 @@ IPV6_REFERENCE_RE = re.compile(r"\[[0-9A-Fa-f:.]{2,45}\]")
 # port = 1*DIGIT
 PORT_RE = re.compile(r"[0-9]{1,5}")
 
+# SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]   (and "sips:")
+# The usual shape only: user without password, host, optional port, ";params",
+# "?headers"; no blanks, quotes or angle brackets. sip.uri.parse_uri falls back to
+# a general parser for anything this does not match, and tests check they agree.
+SIP_URI_FAST_RE = re.compile(
+    r"(sips?):(?:([^@: \t\r\n\"<>]+)@)?"
+    r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_\-.]+)"
+    r"(?::([0-9]{1,5}))?"
+    r"(?:;([^? \t\r\n\"<>]*))?"
+    r"(?:\?([^ \t\r\n\"<>]*))?",
+    re.IGNORECASE,
+)
+
 # Characters never allowed anywhere in a URI: controls, space, DEL and the three
 # delimiters of the name-addr around it (RFC 3261 §25.1: only "escaped" may carry them).
 URI_FORBIDDEN_RE = re.compile(r'[\x00-\x20\x7f<>"]')
@@ -65,7 +78,7 @@ URI_FORBIDDEN_RE = re.compile(r'[\x00-\x20\x7f<>"]')
 # Wider than the RFC: an unquoted value is anything up to ; , whitespace or a quote
 # (phones put ":" "/" "=" and "[...]" there).
 GENERIC_PARAM_RE = re.compile(
-    r'[ \t]*;[ \t]*([^\s;,="<>]+)(?:[ \t]*=[ \t]*(' + QUOTED_STRING + r'|[^\s;,"]*))?'
+    r'[ \t]*;[ \t]*([^\s;,="]+)(?:[ \t]*=[ \t]*(' + QUOTED_STRING + r'|[^\s;,"]*))?'
 )
 
 # contact-param = (name-addr / addr-spec) *( SEMI contact-params )

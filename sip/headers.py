@@ -17,6 +17,7 @@ __all__ = [
     "Headers",
     "NameAddr",
     "canonical_name",
+    "header_key",
     "parse_contacts",
     "parse_name_addr",
 ]
@@ -45,34 +46,58 @@ COMPACT_FORMS: dict[str, str] = {
     "y": "Identity",  # RFC 8224
 }
 
-# lowercased name as it may appear on the wire -> lowercased full name (the index key).
-# Doubles as a cache of names already known to be valid tokens.
-_KEYS: dict[str, str] = {k: v.lower() for k, v in COMPACT_FORMS.items()}
-_KEYS.update({v.lower(): v.lower() for v in COMPACT_FORMS.values()})
-for _name in (
-    "cseq", "max-forwards", "expires", "user-agent", "authorization", "allow", "accept",
-    "server", "date", "path", "route", "record-route", "min-expires", "www-authenticate",
-    "proxy-authorization", "proxy-authenticate", "require", "proxy-require", "unsupported",
-    "accept-encoding", "accept-language", "p-asserted-identity", "organization", "priority",
-    "timestamp", "warning", "retry-after", "reason", "x-push-token",
-):  # fmt: skip
-    _KEYS[_name] = _name
-_KEYS_LIMIT = 1024  # bound on names learned from traffic; beyond it, validate each time
+# Name as written on the wire -> index key (lowercased full name). Filled with the
+# usual spellings and learned from traffic up to a bound; a hit means the name is a
+# valid token, so the parser's hot loop is one dict lookup per header.
+_KEYS: dict[str, str] = {}
+_KEYS_LIMIT = 2048  # names learned from traffic beyond the seeds; then validate each time
+
+
+def _seed_keys() -> None:
+    full_names = [
+        *COMPACT_FORMS.values(),
+        *"""CSeq Max-Forwards Expires User-Agent Authorization Allow Accept Server Date Path
+        Route Record-Route Min-Expires WWW-Authenticate Proxy-Authorization Proxy-Authenticate
+        Require Proxy-Require Unsupported Accept-Encoding Accept-Language P-Asserted-Identity
+        Organization Priority Timestamp Warning Retry-After Reason Service-Route Contact
+        Call-Info Alert-Info In-Reply-To MIME-Version Reply-To Error-Info""".split(),
+    ]
+    for full in full_names:
+        key = full.lower()
+        for spelling in (full, key, full.upper(), full.title()):
+            _KEYS[spelling] = key
+    for compact, full in COMPACT_FORMS.items():
+        _KEYS[compact] = _KEYS[compact.upper()] = full.lower()
+
+
+_seed_keys()
+_SEEDED = len(_KEYS)
 
 
 def canonical_name(name: str) -> str:
-    """The index key of a header name: lowercased, compact form expanded.
+    """The index key of a header name: lowercased, compact form expanded (``m`` -> ``contact``).
 
-    Raises :class:`SipParseError` when ``name`` is not a token.
+    Does not validate; use it to look headers up.
     """
     lname = name.lower()
-    key = _KEYS.get(lname)
-    if key is None:
-        if _abnf.HEADER_NAME_RE.fullmatch(name) is None:
-            raise SipParseError(f"bad header name {name[:40]!r}")
-        key = lname
-        if len(_KEYS) < _KEYS_LIMIT:
-            _KEYS[lname] = key
+    return _KEYS.get(lname, lname)
+
+
+def header_key(name: str) -> str:
+    """The index key of a header name as written before the colon (trailing blanks allowed).
+
+    Raises :class:`SipParseError` when the name is not a token.
+    """
+    key = _KEYS.get(name)
+    if key is not None:
+        return key
+    stripped = name.rstrip(" \t")
+    if _abnf.HEADER_NAME_RE.fullmatch(stripped) is None:
+        raise SipParseError(f"bad header name {name[:40]!r}")
+    lname = stripped.lower()
+    key = _KEYS.get(lname, lname)
+    if len(_KEYS) < _SEEDED + _KEYS_LIMIT:
+        _KEYS[name] = key
     return key
 
 
@@ -82,24 +107,28 @@ class Headers:
     ``get(name)`` is the first value, ``get_all(name)`` every value (one per header
     line, not split at commas; :meth:`sip.Request.contacts` splits Contact).
     Iterating yields ``(name as written, value)`` pairs; unknown headers are kept
-    verbatim. Values have surrounding whitespace and line folding removed.
+    verbatim. Values have surrounding blanks and line folding removed.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_index", "_lines")
+
+    _index: dict[str, list[str]]
+    _lines: list[str]  # raw header lines, [0] is the start line (or empty)
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
+        self._lines = [""]
+        self._index = {}
         for name, value in pairs:
-            self._add(canonical_name(name), name, value)
+            key = header_key(name)
+            self._index.setdefault(key, []).append(value)
+            self._lines.append(f"{name}: {value}")
 
-    def _add(self, key: str, name: str, value: str) -> None:
-        self._items.append((name, value))
-        values = self._index.get(key)
-        if values is None:
-            self._index[key] = [value]
-        else:
-            values.append(value)
+    @classmethod
+    def _from_parser(cls, index: dict[str, list[str]], lines: list[str]) -> Headers:
+        self = cls.__new__(cls)
+        self._index = index
+        self._lines = lines
+        return self
 
     def get(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
@@ -116,14 +145,22 @@ class Headers:
         lname = name.lower()
         return _KEYS.get(lname, lname) in self._index
 
+    def items(self) -> list[tuple[str, str]]:
+        """``(name as written, value)`` for every header line, in order."""
+        out = []
+        for line in self._lines[1:]:
+            name, _, value = line.partition(":")
+            out.append((name.rstrip(" \t"), value.strip(" \t")))
+        return out
+
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return iter(self.items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._lines) - 1
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
 
 @dataclass(slots=True)
@@ -170,51 +207,118 @@ def _unquote(quoted: str) -> str:
 
 
 def _parse_params(text: str, pos: int, end: int) -> tuple[Params, int]:
+    """Header params from ``pos``: ``*( SEMI generic-param )``; returns them and where they stop.
+
+    Stops before a top-level comma, at ``end``, or at anything that is not a param
+    (the caller decides whether that is an error). A fast path splits on ``"``,
+    ``;`` and ``=`` when there are no blanks outside quotes and no backslashes
+    inside them; the regular expression handles the rest (the tests check both agree).
+    """
+    if pos == end:
+        return {}, pos
+    fast = _params_split(text, pos, end)
+    if fast is not None:
+        return fast
+    return _params_re(text, pos, end)
+
+
+def _params_split(text: str, pos: int, end: int) -> tuple[Params, int] | None:
+    # Walk from quote to quote: text outside quotes is split on ";" and "=", a quoted
+    # string is the value of the "name=" just before it. None: use the regex.
+    params: Params = {}
+    while True:
+        quote = text.find('"', pos, end)
+        stop = end if quote < 0 else quote
+        comma = text.find(",", pos, stop)
+        if comma >= 0:
+            stop = quote = comma
+        seg = text[pos:stop]
+        if " " in seg or "\t" in seg:
+            return None
+        parts = seg.split(";")
+        if parts[0]:
+            return None  # junk where a ";" should be
+        k = len(parts) - 1
+        for j in range(1, k):
+            name, eq, value = parts[j].partition("=")
+            if not name:
+                return None
+            params[name.lower()] = value if eq else None
+        if quote < 0 or comma >= 0:
+            # the last param of the section
+            if k:
+                name, eq, value = parts[k].partition("=")
+                if not name:
+                    return None
+                params[name.lower()] = value if eq else None
+            return params, stop
+        # name="quoted value"
+        close = text.find('"', quote + 1, end)
+        if not k or close < 0:
+            return None
+        name, eq, value = parts[k].partition("=")
+        value = text[quote + 1 : close]
+        if not name or not eq or parts[k][-1] != "=" or "\\" in value:
+            return None  # not name="...", or a quoted-pair to resolve
+        params[name.lower()] = value
+        pos = close + 1
+
+
+def _params_re(text: str, pos: int, end: int) -> tuple[Params, int]:
     params: Params = {}
     while True:
         m = _PARAM(text, pos, end)
         if m is None:
             return params, pos
         pos = m.end()
-        name = m.group(1).lower()
-        value = m.group(2)
-        if value is not None and value.startswith('"'):
+        name, value = m.groups()
+        if value is not None and value[:1] == '"':
             value = _unquote(value)
-        if name not in params:
-            params[name] = value
+        params[name.lower()] = value
 
 
-def _delta_seconds(value: str | None) -> int | None:
-    if value is None:
-        return None
+def _delta_seconds(value: str) -> int:
     if not (value.isascii() and value.isdigit()):
         raise SipParseError(f"bad expires value {value[:20]!r}")
     return min(int(value), _MAX_DELTA)
 
 
 def _parse_one(text: str, pos: int, end: int) -> tuple[str | None, SipUri, Params, int]:
-    m = _NAME_ADDR(text, pos, end)
-    display: str | None
-    if m is not None:
-        quoted, token, uri_text = m.groups()
-        if quoted is not None:
-            display = _unquote(quoted)
-        else:
-            display = token.strip(" \t") or None
+    display: str | None = None
+    if text[pos : pos + 1] == "<":
+        # Fast path: <uri> with no display name, the usual REGISTER Contact.
+        close = text.find(">", pos, end)
+        if close < 0:
+            raise SipParseError(f"unclosed '<' in {text[:80]!r}")
+        uri_text = text[pos + 1 : close]
+        if "<" in uri_text:
+            raise SipParseError(f"'<' inside <...> in {text[:80]!r}")
+        pos = close + 1
     else:
-        m = _ADDR_SPEC(text, pos, end)
-        if m is None:
-            raise SipParseError(f"expected a name-addr or addr-spec in {text[:80]!r}")
-        display = None
-        uri_text = m.group(1)
+        m = _NAME_ADDR(text, pos, end)
+        if m is not None:
+            quoted, token, uri_text = m.groups()
+            if quoted is not None:
+                display = _unquote(quoted)
+            else:
+                display = token.strip(" \t") or None
+        else:
+            m = _ADDR_SPEC(text, pos, end)
+            if m is None:
+                raise SipParseError(f"expected a name-addr or addr-spec in {text[:80]!r}")
+            uri_text = m.group(1)
+        pos = m.end()
     uri = parse_uri(uri_text)
-    params, pos = _parse_params(text, m.end(), end)
+    if pos == end:
+        return display, uri, {}, pos
+    params, pos = _parse_params(text, pos, end)
     return display, uri, params, pos
 
 
 def _skip_ws(text: str, pos: int, end: int) -> int:
-    while pos < end and text[pos] in " \t":
-        pos += 1
+    if pos < end and text[pos] in " \t":
+        rest = text[pos:end]
+        pos += len(rest) - len(rest.lstrip(" \t"))
     return pos
 
 
@@ -243,15 +347,21 @@ def parse_contacts(value: str) -> list[Contact]:
         if _skip_ws(value, pos, end) != end:
             raise SipParseError("junk after Contact: *")
         return [
-            Contact(None, SipUri("", None, "", raw="*"), params, _delta_seconds(params.get("expires")), True)
+            Contact(None, SipUri("", None, "", raw="*"), params, None, True)
         ]
     contacts: list[Contact] = []
     while True:
         display, uri, params, pos = _parse_one(value, pos, end)
-        contacts.append(Contact(display, uri, params, _delta_seconds(params.get("expires"))))
-        pos = _skip_ws(value, pos, end)
+        expires = params.get("expires")
+        contacts.append(
+            Contact(display, uri, params, None if expires is None else _delta_seconds(expires))
+        )
         if pos == end:
             return contacts
         if value[pos] != ",":
-            raise SipParseError(f"expected ',' between contacts in {value[:80]!r}")
-        pos += 1
+            pos = _skip_ws(value, pos, end)
+            if pos == end:
+                return contacts
+            if value[pos] != ",":
+                raise SipParseError(f"expected ',' between contacts in {value[:80]!r}")
+        pos = _skip_ws(value, pos + 1, end)

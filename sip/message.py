@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import _abnf
 from .errors import SipParseError
-from .headers import _KEYS, Contact, Headers, NameAddr, canonical_name, parse_contacts
+from .headers import _KEYS, Contact, Headers, NameAddr, _delta_seconds, header_key, parse_contacts
 from .headers import parse_name_addr as _parse_name_addr
 from .uri import SipUri, parse_uri
 
@@ -27,42 +27,40 @@ class _Message:
     body: bytes
     call_id: str
     cseq: tuple[int, str]
+    _contacts: list[Contact] | None
+    _to: NameAddr | None
+    _from: NameAddr | None
 
-    def __init__(self, headers: Headers, body: bytes = b"") -> None:
+    def _init(self, headers: Headers, body: bytes) -> None:
         self.headers = headers
         self.body = body
-        self._contacts: list[Contact] | None = None
-        self._to: NameAddr | None = None
-        self._from: NameAddr | None = None
-        self._check_mandatory()
-
-    def _check_mandatory(self) -> None:
-        index = self.headers._index
+        self._contacts = self._to = self._from = None
+        index = headers._index
         call_id = index.get("call-id")
-        if not call_id or not call_id[0]:
+        if call_id is None or not call_id[0]:
             raise SipParseError("no Call-ID")
         self.call_id = call_id[0]
         cseq = index.get("cseq")
         if cseq is None:
             raise SipParseError("no CSeq")
-        m = _abnf.CSEQ_RE.fullmatch(cseq[0])
-        if m is None:
-            raise SipParseError(f"bad CSeq {cseq[0][:40]!r}")
-        number = int(m.group(1))
-        if number > _abnf.MAX_CSEQ:
-            raise SipParseError("CSeq number out of range")
-        self.cseq = (number, m.group(2))
+        self.cseq = _parse_cseq(cseq[0])
 
     def contacts(self) -> list[Contact]:
-        """Every Contact of every Contact header, in order (cached).
+        """Every Contact of every Contact header, in order (parsed once, then cached).
 
         Raises :class:`SipParseError` when a Contact header is malformed.
         """
         contacts = self._contacts
         if contacts is None:
-            contacts = []
-            for value in self.headers._index.get("contact", ()):
-                contacts.extend(parse_contacts(value))
+            values = self.headers._index.get("contact")
+            if values is None:
+                contacts = []
+            elif len(values) == 1:
+                contacts = parse_contacts(values[0])
+            else:
+                contacts = []
+                for value in values:
+                    contacts.extend(parse_contacts(value))
             self._contacts = contacts
         return list(contacts)
 
@@ -92,27 +90,30 @@ class _Message:
         values = self.headers._index.get("expires")
         if values is None:
             return None
-        value = values[0]
-        if not (value.isascii() and value.isdigit()):
-            raise SipParseError(f"bad Expires {value[:20]!r}")
-        return min(int(value), 2**32 - 1)
+        return _delta_seconds(values[0])
 
     @property
     def user_agent(self) -> str | None:
+        """The User-Agent header, or None."""
         values = self.headers._index.get("user-agent")
         return None if values is None else values[0]
 
 
 class Request(_Message):
-    """A SIP request. ``uri`` is parsed on first use; ``uri_text`` is as written."""
+    """A SIP request. ``uri`` is parsed on first use; ``uri_text`` is as written.
+
+    Built by :func:`parse_message`; building one by hand checks Call-ID and CSeq too.
+    """
 
     __slots__ = ("_uri", "method", "uri_text")
+
+    _uri: SipUri | None
 
     def __init__(self, method: str, uri_text: str, headers: Headers, body: bytes = b"") -> None:
         self.method = method
         self.uri_text = uri_text
-        self._uri: SipUri | None = None
-        super().__init__(headers, body)
+        self._uri = None
+        self._init(headers, body)
 
     @property
     def uri(self) -> SipUri:
@@ -133,10 +134,36 @@ class Response(_Message):
     def __init__(self, status_code: int, reason: str, headers: Headers, body: bytes = b"") -> None:
         self.status_code = status_code
         self.reason = reason
-        super().__init__(headers, body)
+        self._init(headers, body)
 
     def __repr__(self) -> str:
         return f"<Response {self.status_code} {self.reason} call_id={self.call_id!r}>"
+
+
+# Methods seen every day; anything else is checked against the token grammar.
+_KNOWN_METHODS = frozenset(
+    "REGISTER INVITE ACK BYE CANCEL OPTIONS SUBSCRIBE NOTIFY PUBLISH MESSAGE INFO PRACK "
+    "UPDATE REFER".split()
+)
+
+
+def _method_ok(method: str) -> bool:
+    return method in _KNOWN_METHODS or _abnf.METHOD_RE.fullmatch(method) is not None
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method
+    number, _, method = value.partition(" ")
+    method = method.strip(" \t")
+    if not (number.isascii() and number.isdigit() and len(number) <= 10 and _method_ok(method)):
+        m = _abnf.CSEQ_RE.fullmatch(value)  # tabs or several spaces
+        if m is None:
+            raise SipParseError(f"bad CSeq {value[:40]!r}")
+        number, method = m.groups()
+    n = int(number)
+    if n > _abnf.MAX_CSEQ:
+        raise SipParseError("CSeq number out of range")
+    return n, method
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -151,54 +178,46 @@ def parse_message(data: bytes) -> Request | Response:
     return _parse(data)
 
 
+class _Folded(Exception):
+    """Internal: a continuation line was met; unfold and index again."""
+
+
+def _find_head(data: bytes) -> tuple[int, int]:
+    """Where the header block ends and the body starts, for any mix of CRLF and LF."""
+    ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]
+    if not ends:
+        raise SipParseError("no empty line after the headers")
+    end = min(ends)
+    return end, end + (2 if data[end + 1] == 10 else 3)
+
+
 def _parse(data: bytes) -> Request | Response:
     if len(data) > MAX_DATAGRAM:
         raise SipParseError(f"message of {len(data)} bytes is over {MAX_DATAGRAM}")
-    # The header block ends at the first empty line: CRLF CRLF, or LF LF for LF-only senders.
-    end = data.find(b"\n\r\n")
-    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
-    if lf >= 0:
-        end, body_start = lf, lf + 2
-    elif end >= 0:
-        body_start = end + 3
+    # The header block ends at the first empty line. Lines are split at LF and the CR
+    # of CRLF is stripped with the value, so LF-only senders cost nothing extra.
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        end, body_start = _find_head(data)
     else:
-        raise SipParseError("no empty line after the headers")
-    head = data[:end].decode("utf-8", "replace")
-    if head.count("\n") != head.count("\r\n"):
-        head = head.replace("\r\n", "\n")
-        lines = head.rstrip("\r").split("\n")
-    else:
-        lines = head.rstrip("\r").split("\r\n")
+        body_start = end + 4
+    lines = data[:end].decode("utf-8", "replace").split("\n")
+    if "" in lines or "\r" in lines:
+        # an LF-only empty line came before the CRLF one
+        end, body_start = _find_head(data)
+        lines = data[:end].decode("utf-8", "replace").split("\n")
     if len(lines) > MAX_HEADERS + 1:
         raise SipParseError(f"more than {MAX_HEADERS} header lines")
-    first = lines[0]
-    if "\n " in head or "\n\t" in head:
-        lines = _unfold(lines)
-    if len(head) > MAX_HEADER_SIZE:
+    if end > MAX_HEADER_SIZE:
         for line in lines:
             if len(line) > MAX_HEADER_SIZE:
                 raise SipParseError(f"a header line is over {MAX_HEADER_SIZE} bytes")
-
-    headers = Headers()
-    items = headers._items
-    index = headers._index
-    keys = _KEYS
-    for i in range(1, len(lines)):
-        line = lines[i]
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise SipParseError(f"header line without a colon: {line[:40]!r}")
-        name = name.rstrip(" \t")
-        key = keys.get(name.lower())
-        if key is None:
-            key = canonical_name(name)
-        value = value.strip(" \t")
-        items.append((name, value))
-        values = index.get(key)
-        if values is None:
-            index[key] = [value]
-        else:
-            values.append(value)
+    try:
+        index = _index(lines)
+    except _Folded:
+        lines = _unfold(lines)
+        index = _index(lines)
+    headers = Headers._from_parser(index, lines)
 
     clen = index.get("content-length")
     if clen is None:
@@ -212,6 +231,7 @@ def _parse(data: bytes) -> Request | Response:
             raise SipParseError("body shorter than Content-Length")
         body = data[body_start : body_start + length]
 
+    first = lines[0].rstrip("\r")
     if first.startswith("SIP/"):
         version, _, rest = first.partition(" ")
         code, _, reason = rest.partition(" ")
@@ -222,19 +242,40 @@ def _parse(data: bytes) -> Request | Response:
     if len(parts) != 3 or parts[2] != _abnf.SIP_VERSION or not parts[1]:
         raise SipParseError(f"bad request line {first[:60]!r}")
     method = parts[0]
-    if _abnf.METHOD_RE.fullmatch(method) is None:
+    if not _method_ok(method):
         raise SipParseError(f"bad method {method[:20]!r}")
     return Request(method, parts[1], headers, body)
+
+
+def _index(lines: list[str]) -> dict[str, list[str]]:
+    """Index header lines (``lines[0]`` is the start line) by header key."""
+    index: dict[str, list[str]] = {}
+    keys = _KEYS
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(":")
+        key = keys.get(name)
+        if key is None or not colon:
+            if name[:1] in (" ", "\t"):
+                raise _Folded
+            if not colon:
+                raise SipParseError(f"header line without a colon: {name[:40]!r}")
+            key = header_key(name)
+        values = index.get(key)
+        if values is None:
+            index[key] = [value.strip(" \t\r")]
+        else:
+            values.append(value.strip(" \t\r"))
+    return index
 
 
 def _unfold(lines: list[str]) -> list[str]:
     """Join obsolete continuation lines (RFC 3261 §7.3.1) onto their header with one SP."""
     out: list[str] = [lines[0]]
     for line in lines[1:]:
-        if line[:1] in (" ", "\t") and line:
+        if line[:1] in (" ", "\t"):
             if len(out) == 1:
                 raise SipParseError("continuation line before any header")
-            out[-1] = out[-1].rstrip(" \t") + " " + line.lstrip(" \t")
+            out[-1] = out[-1].rstrip(" \t\r") + " " + line.strip(" \t\r")
         else:
             out.append(line)
     return out

@@ -19,8 +19,8 @@ __all__ = ["SipUri", "parse_uri", "percent_decode", "unquote_param"]
 Params = dict[str, str | None]
 
 _HOST_OK = _abnf.HOSTNAME_RE.fullmatch
+_SIP_FAST = _abnf.SIP_URI_FAST_RE.fullmatch
 _IPV6_OK = _abnf.IPV6_REFERENCE_RE.fullmatch
-_FORBIDDEN = _abnf.URI_FORBIDDEN_RE.search
 
 
 @dataclass(slots=True)
@@ -69,20 +69,23 @@ def parse_params(text: str) -> Params:
     """``name[=value];name[=value]...`` (the part after the first ``;``) of a URI.
 
     uri-parameters = *( ";" uri-parameter ); other-param = pname [ "=" pvalue ].
-    The first occurrence of a name wins; empty segments (``;;``, a trailing ``;``)
+    The last occurrence of a name wins; empty segments (``;;``, a trailing ``;``)
     are skipped, as Kamailio does.
     """
     params: Params = {}
     for part in text.split(";"):
         name, eq, value = part.partition("=")
-        if not name:
-            if eq:
-                raise SipParseError("URI parameter without a name")
-            continue
-        name = name.lower()
-        if name not in params:
-            params[name] = value if eq else None
+        params[name.lower()] = value if eq else None
+    if "" in params:
+        _drop_empty(params, text)
     return params
+
+
+def _drop_empty(params: Params, text: str) -> None:
+    # ";;" and a trailing ";" are tolerated (Kamailio does); ";=value" is not.
+    del params[""]
+    if text.startswith("=") or ";=" in text:
+        raise SipParseError("URI parameter without a name")
 
 
 def parse_uri(text: str) -> SipUri:
@@ -90,7 +93,39 @@ def parse_uri(text: str) -> SipUri:
 
     Raises :class:`SipParseError` on anything malformed.
     """
-    if _FORBIDDEN(text) is not None:
+    m = _SIP_FAST(text)
+    if m is not None:
+        # The common shape in one C-level match; anything unusual (a password, a
+        # port over 5 digits, odd characters) takes the general path below.
+        scheme, user, host, port, ptext, headers = m.groups()
+        params: Params = {}
+        if ptext is not None:
+            for part in ptext.split(";"):
+                name, eq, value = part.partition("=")
+                params[name.lower()] = value if eq else None
+            if "" in params:
+                _drop_empty(params, ptext)
+        if port is None:
+            return SipUri(scheme.lower(), user, host, None, params, None, headers, text)
+        nport = int(port)
+        if nport <= 65535:
+            return SipUri(scheme.lower(), user, host, nport, params, None, headers, text)
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> SipUri:
+    # Blanks, quotes and angle brackets end a URI in every context it appears in
+    # (RFC 3261 §25.1: only "escaped" may carry them). Other control characters are
+    # let through.
+    if (
+        " " in text
+        or '"' in text
+        or "<" in text
+        or ">" in text
+        or "\t" in text
+        or "\r" in text
+        or "\n" in text
+    ):
         raise SipParseError(f"forbidden character in URI {text[:80]!r}")
     scheme, colon, rest = text.partition(":")
     if not colon or not rest:
@@ -117,28 +152,27 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
     password: str | None = None
     at = rest.find("@")
     if at >= 0:
-        userinfo = rest[:at]
+        user = rest[:at]
         rest = rest[at + 1 :]
-        user, colon, pw = userinfo.partition(":")
-        if colon:
-            password = pw
+        if ":" in user:
+            user, _, password = user.partition(":")
         if not user:
             raise SipParseError("SIP URI with an empty user part")
     headers: str | None = None
-    q = rest.find("?")
-    if q >= 0:
+    if "?" in rest:
         # headers = "?" header *( "&" header )
-        headers = rest[q + 1 :]
-        rest = rest[:q]
-    semi = rest.find(";")
-    if semi >= 0:
-        params = parse_params(rest[semi + 1 :])
-        hostport = rest[:semi]
-    else:
-        params = {}
-        hostport = rest
+        rest, _, headers = rest.partition("?")
+    hostport, semi, ptext = rest.partition(";")
+    params: Params = {}
+    if semi:
+        # Inlined parse_params: this loop is the hot path of every Contact.
+        for part in ptext.split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+        if "" in params:
+            _drop_empty(params, ptext)
     port: int | None = None
-    if hostport.startswith("["):
+    if hostport[:1] == "[":
         close = hostport.find("]") + 1
         host = hostport[:close]
         if not close or _IPV6_OK(host) is None:
@@ -158,7 +192,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
 
 
 def _parse_port(text: str) -> int:
-    if _abnf.PORT_RE.fullmatch(text) is None:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
         raise SipParseError(f"bad port {text[:20]!r}")
     port = int(text)
     if port > 65535:
