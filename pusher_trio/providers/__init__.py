@@ -250,7 +250,9 @@ class Providers:
             return await pool.request(request)
         except StreamReset as error:
             return Rejected(str(error))
-        except (ConnectError, ConnectionLost) as error:
+        except ConnectError as error:
+            return RetryLater(str(error), error.retry_after)
+        except ConnectionLost as error:
             return RetryLater(str(error))
 
     async def _send_apns(

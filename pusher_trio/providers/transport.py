@@ -67,7 +67,12 @@ class TransportError(Exception):
 
 
 class ConnectError(TransportError):
-    """No connection (DNS, TCP, TLS, ALPN or the HTTP/2 preface failed)."""
+    """No connection (DNS, TCP, TLS, ALPN or the HTTP/2 preface failed).
+
+    `retry_after`: seconds until the pool's backoff allows the next attempt.
+    """
+
+    retry_after: float | None = None
 
 
 class ConnectionLost(TransportError):
@@ -658,8 +663,15 @@ class Pool:
     async def _connect(self) -> None:
         self._connecting = True
         try:
-            delay = self._next_attempt - trio.current_time()
+            now = trio.current_time()
+            delay = self._next_attempt - now
             if delay > 0:
+                if now + delay >= trio.current_effective_deadline():
+                    error = ConnectError(
+                        f"{self.origin.authority}: backing off after {self._failures} failed connects"
+                    )
+                    error.retry_after = delay
+                    raise error
                 await trio.sleep(delay)
             connection = Connection(
                 self.origin,
@@ -682,9 +694,15 @@ class Pool:
                     error,
                     backoff,
                 )
-                if isinstance(error, TransportError):
+                failure = (
+                    error
+                    if isinstance(error, ConnectError)
+                    else ConnectError(f"{self.origin.authority}: {error or 'connect timed out'}")
+                )
+                failure.retry_after = self._next_attempt - trio.current_time()
+                if failure is error:
                     raise
-                raise ConnectError(f"{self.origin.authority}: connect timed out") from error
+                raise failure from error
             self._failures = 0
             self.connects += 1
             self._connections.append(connection)
