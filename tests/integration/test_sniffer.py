@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sip
 from pusher_trio.registrations import Registered, RegistrationTable, Unregistered
@@ -339,3 +341,53 @@ def test_statistics_keys() -> None:
     for key in ("received", "registrations", "dropped_not_allowed", "dropped_malformed",
                 "dropped_auth", "ignored_not_register", "table_pending", "rcvbuf_bytes"):  # fmt: skip
         assert stats[key] == 0
+
+
+# --- nothing a datagram contains is fatal ---------------------------------------------
+
+
+SEEDS = [
+    register(RFC8599_APNS),
+    response(200),
+    hep(register(RFC8599_APNS)),
+    hep(response(200)),
+    register(f"<sip:u@h>;pn-type=apple;pn-tok={TOKEN};app-id=a.dev", user_agent="MyApp"),
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 8))):
+        pos = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["flip", "insert", "delete", "cut"]))
+        if op == "flip" and pos < len(data):
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(max_size=8))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 16))]
+        else:
+            del data[pos:]
+    return bytes(data)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(mutated(), st.binary(max_size=200)), min_size=1, max_size=6))
+def test_random_datagrams_are_never_fatal(datagrams: list[bytes]) -> None:
+    table = RegistrationTable(max_entries=4)
+    sniffer, _ = direct(table=table, user_agents=lambda: KAZOO_UA_MAP)
+    for i, d in enumerate(datagrams):
+        sniffer.handle_datagram(d, "127.0.0.1", 1000.0 + i)
+    stats = sniffer.statistics()
+    assert stats["errors"] == 0
+    assert stats["received"] == len(datagrams)
+    assert len(table) <= 4
+
+
+KAZOO_UA_MAP = {
+    "MyApp": {
+        "regex": "^MyApp",
+        "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"},
+    }
+}
