@@ -17,6 +17,7 @@ from .headers import (
     Headers,
     NameAddr,
     canonical_name,
+    header_key,
     parse_contacts,
     parse_name_addr,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "canonical_name",
     "decode_hep",
     "encode_hep",
+    "header_key",
     "parse_contacts",
     "parse_message",
     "parse_name_addr",

@@ -86,9 +86,7 @@ GENERIC_PARAM_RE = re.compile(
 # display-name = *(token LWS)/ quoted-string
 # addr-spec without <> cannot hold ; , ? (RFC 3261 §20.10: such URIs MUST be in <>),
 # so its ;params belong to the header.
-NAME_ADDR_RE = re.compile(
-    r'[ \t]*(?:(' + QUOTED_STRING + r')|([^<"]*?))[ \t]*<([^<>]*)>'
-)
+NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<"]*?))[ \t]*<([^<>]*)>')
 ADDR_SPEC_RE = re.compile(r'[ \t]*([^\s;,<>"]+)')
 
 # Obsolete line folding (RFC 3261 §7.3.1): a line starting with SP or HTAB continues

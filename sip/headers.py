@@ -150,7 +150,7 @@ class Headers:
         out = []
         for line in self._lines[1:]:
             name, _, value = line.partition(":")
-            out.append((name.rstrip(" \t"), value.strip(" \t")))
+            out.append((name.rstrip(" \t"), value.strip(" \t\r")))
         return out
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -346,9 +346,7 @@ def parse_contacts(value: str) -> list[Contact]:
         params, pos = _parse_params(value, pos + 1, end)
         if _skip_ws(value, pos, end) != end:
             raise SipParseError("junk after Contact: *")
-        return [
-            Contact(None, SipUri("", None, "", raw="*"), params, None, True)
-        ]
+        return [Contact(None, SipUri("", None, "", raw="*"), params, None, True)]
     contacts: list[Contact] = []
     while True:
         display, uri, params, pos = _parse_one(value, pos, end)

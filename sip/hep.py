@@ -198,6 +198,8 @@ def encode_hep(
     seconds (the library has no clock: pass ``time.time()``). Raises ValueError
     for arguments that cannot be encoded.
     """
+    if len(payload) + _HEADER > MAX_HEP_PACKET:
+        raise ValueError(f"HEP payload of {len(payload)} bytes is over {MAX_HEP_PACKET}")
     src_addr = ipaddress.ip_address(src[0])
     dst_addr = ipaddress.ip_address(dst[0])
     if src_addr.version != dst_addr.version:
@@ -225,6 +227,6 @@ def encode_hep(
     parts.append(_chunk(PAYLOAD, payload))
     body = b"".join(parts)
     total = _HEADER + len(body)
-    if total > MAX_HEP_PACKET or len(payload) + _HEADER > MAX_HEP_PACKET:
+    if total > MAX_HEP_PACKET:
         raise ValueError(f"HEP packet of {total} bytes is over {MAX_HEP_PACKET}")
     return HEP_MAGIC + _U16.pack(total) + body

@@ -20,6 +20,7 @@ MAX_DATAGRAM = 65535  # the largest UDP payload; a bigger "message" is not one d
 MAX_HEADERS = 256  # Kamailio-like bound: more is an attack or a loop, not a phone
 MAX_HEADER_SIZE = 8192  # one header line (after unfolding), name and value included
 
+
 class _Message:
     __slots__ = ("_contacts", "_from", "_to", "body", "call_id", "cseq", "headers")
 
