@@ -173,6 +173,9 @@ class FakeFcm(StandIn):
             return ""
         return token if isinstance(token, str) else ""
 
+    def is_push(self, request: Request) -> bool:
+        return request.path != "/token"
+
     def scripted_answer(self, request: Request, answer: Answer) -> Reply:
         if answer.status == 200:
             return self.answer(request)

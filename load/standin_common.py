@@ -155,10 +155,7 @@ class Received:
     connection: int
     stream_id: int
     at: float
-
-    @property
-    def delivered(self) -> bool:
-        return self.outcome == "200"
+    delivered: bool = False  # a push the stand-in accepted (not an OAuth token request)
 
     def payload(self) -> Any:
         try:
@@ -252,6 +249,10 @@ class StandIn:
     def token_of(self, request: Request) -> str:
         raise NotImplementedError
 
+    def is_push(self, request: Request) -> bool:
+        """Scripts apply to pushes only (not, e.g., to FCM's OAuth token endpoint)."""
+        return True
+
     def answer(self, request: Request) -> Reply:
         raise NotImplementedError
 
@@ -306,7 +307,7 @@ class StandIn:
                 return rule.action
         return None
 
-    def _record(self, request: Request, token: str, outcome: str) -> None:
+    def _record(self, request: Request, token: str, outcome: str, delivered: bool = False) -> None:
         self.received.append(
             Received(
                 token=token,
@@ -317,6 +318,7 @@ class StandIn:
                 connection=request.connection.id,
                 stream_id=request.stream_id,
                 at=self.clock(),
+                delivered=delivered,
             )
         )
 
@@ -414,7 +416,7 @@ class _ServerConnection:
         if self.last_processed is not None and stream_id > self.last_processed:
             return  # after our GOAWAY: not processed, the client replays it elsewhere
         self.streams_seen += 1
-        action = server._take_rule(token)
+        action = server._take_rule(token) if server.is_push(request) else None
         if isinstance(action, GoAway):
             server._record(request, token, "goaway")
             self._goaway(stream_id - 2 if stream_id > 1 else 0, action.reason)
@@ -479,7 +481,7 @@ class _ServerConnection:
         else:
             reply = server.answer(request)
         outcome = str(reply.status) if reply.status == 200 else f"{reply.status} {reply.reason}"
-        server._record(request, token, outcome.strip())
+        server._record(request, token, outcome.strip(), reply.delivered is not None)
         headers = [(":status", str(reply.status)), *reply.headers]
         if reply.body:
             headers.append(("content-length", str(len(reply.body))))

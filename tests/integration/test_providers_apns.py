@@ -379,5 +379,5 @@ async def test_payload_too_large_is_refused_before_sending(nursery: trio.Nursery
 def test_payload_json_is_recorded() -> None:
     from load.standin_common import Received
 
-    record = Received("t", "/3/device/t", {}, json.dumps({"a": 1}).encode(), "200", 1, 1, 0.0)
+    record = Received("t", "/3/device/t", {}, json.dumps({"a": 1}).encode(), "200", 1, 1, 0.0, True)
     assert record.payload() == {"a": 1} and record.delivered
