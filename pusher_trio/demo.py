@@ -10,8 +10,8 @@ janssonrpcc does). It prints a timeline with the milliseconds of each step.
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
 import secrets
 import socket
 import sys
@@ -75,7 +75,9 @@ class Timeline:
         step_ms = (now - (self.last if since is None else since)) * 1000
         at_ms = (now - self.t0) * 1000
         self.last = now
-        self.events.append({"at_ms": round(at_ms, 1), "step_ms": round(step_ms, 1), "what": what, "detail": detail})
+        self.events.append(
+            {"at_ms": round(at_ms, 1), "step_ms": round(step_ms, 1), "what": what, "detail": detail}
+        )
         if self.json_lines:
             self.out.write(json.dumps(self.events[-1], ensure_ascii=False) + "\n")
         else:
@@ -168,9 +170,7 @@ class Phone:
             f"From: <sip:{self.user}@{DOMAIN}>;tag={self.from_tag}\r\n"
         )
         register = (
-            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
-            + common
-            + f"To: <sip:{self.user}@{DOMAIN}>\r\n"
+            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n" + common + f"To: <sip:{self.user}@{DOMAIN}>\r\n"
             f"Call-ID: {self.call_id}\r\n"
             f"CSeq: {self.cseq} REGISTER\r\n"
             "Max-Forwards: 70\r\n"
@@ -223,10 +223,12 @@ class Mirror:
 
 @attrs.define
 class Standin:
+    """A running provider stand-in, the app that points at it, and its delivery feed."""
+
     name: str
     port: int
-    app: dict[str, Any]  # the `apps.add` params
-    delivered: trio.MemorySendChannel[tuple[str, float]]
+    app: Any  # model.App
+    delivered: trio.MemoryReceiveChannel[str]
 
 
 async def _wait_for_device(admin: RpcClient, aor: str) -> dict[str, Any]:
@@ -246,7 +248,7 @@ async def _phone_flow(
     mirror: Mirror,
     admin: RpcClient,
     kamailio: RpcClient,
-    delivered: trio.MemoryReceiveChannel[tuple[str, float]],
+    delivered: trio.MemoryReceiveChannel[str],
     provider: str,
 ) -> None:
     timeline.say(f"\n{phone.label}: {phone.aor} ({provider})")
@@ -263,7 +265,9 @@ async def _phone_flow(
     timeline.note("phone sleeps", "REGISTER expires=0 (app suspended, no contact left)")
 
     call_id = f"demo-call-{secrets.token_hex(4)}"
-    call_start = timeline.note("call arrives", f"INVITE for {phone.aor}: Kamailio calls push (call-id {call_id})")
+    call_start = timeline.note(
+        "call arrives", f"INVITE for {phone.aor}: Kamailio calls push (call-id {call_id})"
+    )
     result: dict[str, Any] = {}
 
     async def ask() -> None:
@@ -281,11 +285,18 @@ async def _phone_flow(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ask)
         with trio.fail_after(STEP_TIMEOUT):
-            token, _at = await delivered.receive()
-        timeline.note("push sent", f"{provider} stand-in accepted the push for {mask_token(token)}", since=call_start)
+            token = await delivered.receive()
+        timeline.note(
+            "push sent",
+            f"{provider} stand-in accepted the push for {mask_token(token)}",
+            since=call_start,
+        )
         await trio.sleep(WAKE_DELAY)
         mirror.send(phone, phone.register(600))
-        timeline.note("REGISTER seen", "the phone woke up and registered again (HEPv3 copy)")
+        timeline.note(
+            "REGISTER seen",
+            f"the phone woke up ({WAKE_DELAY * 1000:.0f} ms app start) and registered again",
+        )
     reply = result["value"]
     if not isinstance(reply, dict) or reply.get("status") != "registered":
         raise DemoError(f"push for {phone.aor} answered {reply!r}")
@@ -297,81 +308,43 @@ async def _phone_flow(
     )
 
 
-async def _start_standins(
-    nursery: trio.Nursery, tmp: Path, fcm: bool
-) -> tuple[str, list[Standin]]:
-    """Start the stand-ins; returns (CA file, [Standin]) with the apps to add for them."""
-    from load import certs, fake_apns
+async def _start_standins(nursery: trio.Nursery, tmp: Path, fcm: bool) -> tuple[str, list[Standin]]:
+    """Start the stand-ins of load/ with throw-away credentials; (CA file, stand-ins).
 
-    authority = certs.Authority()
-    ca_file = authority.write_ca(tmp / "ca.pem")
-    standins: list[Standin] = []
-
-    send_apns, recv_apns = trio.open_memory_channel[tuple[str, float]](16)
-
-    def apns_delivered(token: str, headers: Any, payload: Any) -> None:
-        send_apns.send_nowait((token, time.perf_counter()))
-
-    apns = fake_apns.FakeApns(authority=authority, on_delivered=apns_delivered)
-    apns_port = await nursery.start(apns.serve)
-    standins.append(
-        Standin(
-            name="APNs",
-            port=apns_port,
-            app={
-                "app_id": IOS_BUNDLE,
-                "type": "apple",
-                "cert_pem": authority.apns_client_pem(IOS_BUNDLE),
-                "host": f"127.0.0.1:{apns_port}",
-                "push_type": "voip",
-            },
-            delivered=send_apns,
-        )
-    )
-    standins[-1].recv = recv_apns  # type: ignore[attr-defined]
-    if fcm:
-        from load import fake_fcm
-
-        send_fcm, recv_fcm = trio.open_memory_channel[tuple[str, float]](16)
-
-        def fcm_delivered(token: str, headers: Any, payload: Any) -> None:
-            send_fcm.send_nowait((token, time.perf_counter()))
-
-        server = fake_fcm.FakeFcm(authority=authority, on_delivered=fcm_delivered)
-        fcm_port = await nursery.start(server.serve)
-        account, public_pem = certs.make_service_account(
-            project_id=FCM_PROJECT, token_uri=f"https://127.0.0.1:{fcm_port}/token"
-        )
-        server.add_service_account(account["client_email"], public_pem)
-        standins.append(
-            Standin(
-                name="FCM",
-                port=fcm_port,
-                app={
-                    "app_id": ANDROID_APP,
-                    "type": "firebase",
-                    "service_account": account,
-                    "base_url": f"https://127.0.0.1:{fcm_port}",
-                },
-                delivered=send_fcm,
-            )
-        )
-        standins[-1].recv = recv_fcm  # type: ignore[attr-defined]
-    return ca_file, standins
-
-
-def _app_from(spec: dict[str, Any]) -> Any:
-    """The App to add for a stand-in, checked with the same loaders as the CLI."""
+    The apps are built with the same credential checks as `pusher-trio add-*-app`.
+    """
     from . import providers
     from .model import App
 
-    if spec["type"] == "apple":
-        auth, _warnings = providers.load_apple_cert(spec["cert_pem"], time.time())
-        return App(spec["app_id"], "apple", auth, host=spec["host"], push_type=spec["push_type"])
-    firebase = providers.load_service_account(
-        json.dumps(spec["service_account"]), base_url=spec["base_url"]
-    )
-    return App(spec["app_id"], "firebase", firebase)
+    certs: Any = importlib.import_module("load.certs")
+    fake_apns: Any = importlib.import_module("load.fake_apns")
+    authority = certs.Authority()  # one CA for both stand-ins: one [push] ca_file
+    ca_file = str(authority.write_ca(tmp / "ca.pem"))
+    standins: list[Standin] = []
+
+    def feed() -> tuple[Callable[[str, Any, Any], None], trio.MemoryReceiveChannel[str]]:
+        send, receive = trio.open_memory_channel[str](16)
+
+        def delivered(token: str, headers: Any, payload: Any) -> None:
+            send.send_nowait(token)
+
+        return delivered, receive
+
+    hook, delivered = feed()
+    apns = fake_apns.FakeApns(authority=authority, topics={IOS_BUNDLE}, on_delivered=hook)
+    port = await nursery.start(apns.serve)
+    auth, _warnings = providers.load_apple_cert(apns.client_pem(IOS_BUNDLE), time.time())
+    app = App(IOS_BUNDLE, "apple", auth, host=f"127.0.0.1:{port}", push_type="voip")
+    standins.append(Standin("APNs", port, app, delivered))
+    if fcm:
+        fake_fcm: Any = importlib.import_module("load.fake_fcm")
+        hook, delivered = feed()
+        server = fake_fcm.FakeFcm(authority=authority, on_delivered=hook)
+        port = await nursery.start(server.serve)
+        account = server.new_service_account(FCM_PROJECT)
+        firebase = providers.load_service_account(json.dumps(account), base_url=server.base_url)
+        standins.append(Standin("FCM", port, App(ANDROID_APP, "firebase", firebase), delivered))
+    return ca_file, standins
 
 
 async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -> None:
@@ -390,7 +363,15 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
                 push=PushConfig(wait_timeout=PUSH_TIMEOUT, ca_file=ca_file),
                 log=LogConfig(level="warning"),
             )
-            running = await nursery.start(lambda task_status: run(config, task_status=task_status, handle_signals=False))
+            stopped = trio.Event()
+
+            async def sidecar(*, task_status: trio.TaskStatus[Any]) -> None:
+                try:
+                    await run(config, task_status=task_status, handle_signals=False)
+                finally:
+                    stopped.set()
+
+            running = await nursery.start(sidecar)
             timeline.say(f"pusher-trio demo (temporary state in {tmp})")
             timeline.note(
                 "sidecar up",
@@ -401,9 +382,11 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
             admin = await RpcClient.connect_unix(running.control_socket)
             kamailio = await RpcClient.connect_tcp(*running.control_tcp)
             for standin in standins:
-                app = _app_from(standin.app)
+                app = standin.app
                 await admin.call("apps.add", {"app": unstructure_app(app)})
-                timeline.note("app added", f"{app.type} app {app.app_id} -> {standin.name} stand-in")
+                timeline.note(
+                    "app added", f"{app.type} app {app.app_id} -> {standin.name} stand-in"
+                )
 
             mirror = Mirror(running.sniffer[0])
             try:
@@ -415,7 +398,9 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
                     f"pn-provider=apns;pn-prid={secrets.token_hex(32)};pn-param={TEAM_ID}.{IOS_BUNDLE}.voip",
                     "DemoPhone/1.0 (iOS 17)",
                 )
-                await _phone_flow(timeline, ios, mirror, admin, kamailio, standins[0].recv, "APNs")  # type: ignore[attr-defined]
+                await _phone_flow(
+                    timeline, ios, mirror, admin, kamailio, standins[0].delivered, "APNs"
+                )
                 if fcm:
                     android = Phone(
                         "Android phone",
@@ -425,7 +410,9 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
                         f"pn-provider=fcm;pn-prid={secrets.token_urlsafe(120)};pn-param={FCM_PROJECT}",
                         "DemoPhone/1.0 (Android 14)",
                     )
-                    await _phone_flow(timeline, android, mirror, admin, kamailio, standins[1].recv, "FCM")  # type: ignore[attr-defined]
+                    await _phone_flow(
+                        timeline, android, mirror, admin, kamailio, standins[1].delivered, "FCM"
+                    )
             finally:
                 mirror.close()
             status = await admin.call("status", {})
@@ -437,8 +424,10 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
                 if isinstance(status, dict)
                 else ""
             )
-            running.shutdown()
-            nursery.cancel_scope.deadline = trio.current_time() + 5.0
+            running.shutdown()  # the graceful stop, as SIGTERM does it
+            with trio.move_on_after(5.0):
+                await stopped.wait()
+            nursery.cancel_scope.cancel()  # the stand-ins serve until cancelled
         timeline.say("done: every call was delivered after a push")
 
 
@@ -454,6 +443,9 @@ def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = Fals
         return 2
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    from .logs import reset_logging, setup_logging
+
+    setup_logging("error", "text")  # the timeline is the output; only errors besides it
     try:
         trio.run(lambda: run_demo(stream, fcm=fcm, json_lines=json_lines))
     except (DemoError, jsonrpc.ControlError, trio.TooSlowError) as exc:
@@ -462,8 +454,6 @@ def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = Fals
             message = f"a step took longer than {STEP_TIMEOUT:g} s"
         sys.stderr.write(f"pusher-trio: error: demo failed: {' '.join(message.split())}\n")
         return 1
+    finally:
+        reset_logging()
     return 0
-
-
-_unused: Callable[..., Any] | None = None
-_ = os
