@@ -377,12 +377,19 @@ def _device_row(d: Device) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _device_from_row(row: tuple[Any, ...]) -> Device:
+def _device_from_row(row: tuple[Any, ...], extras: dict[str, Mapping[str, str]]) -> Device:
     (aor, device_id, type_, app, token, sandbox, push_type, extra, user_agent, contact,
      bound, last_registered, state, reason, invalidated_at) = row  # fmt: skip
+    # Few distinct extras exist (source, team id, project): decode each once and share
+    # the (read-only) mapping; json.loads per row was most of the start-up time.
+    parsed = extras.get(extra)
+    if parsed is None:
+        parsed = json.loads(extra)
+        if len(extras) < 10_000:
+            extras[extra] = parsed
     return Device(
         aor=aor, device_id=device_id, type=type_, app=app, token=token,
-        sandbox=bool(sandbox), push_type=push_type, extra=json.loads(extra),
+        sandbox=bool(sandbox), push_type=push_type, extra=parsed,
         user_agent=user_agent, contact=contact, bound=bool(bound),
         last_registered=last_registered, state=state, reason=reason,
         invalidated_at=invalidated_at,
@@ -452,8 +459,9 @@ class SqliteStore(MemoryStore):
         self._thread.start()
 
     def _load(self, db: sqlite3.Connection) -> None:
+        extras: dict[str, Mapping[str, str]] = {}
         for row in db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices"):
-            d = _device_from_row(row)
+            d = _device_from_row(row, extras)
             self._devices.setdefault(d.aor, {})[d.device_id] = d
             self._written_at[(d.aor, d.device_id)] = d.last_registered
             self._count += 1
