@@ -68,6 +68,7 @@ class Timeline:
     t0: float = attrs.field(factory=time.perf_counter)
     last: float = attrs.field(factory=time.perf_counter)
     events: list[dict[str, Any]] = attrs.field(factory=list)
+    closed: bool = False
 
     def note(self, what: str, detail: str = "", *, since: float | None = None) -> float:
         """Print one step: time since start, step duration (since `since` or the last step)."""
@@ -79,16 +80,23 @@ class Timeline:
             {"at_ms": round(at_ms, 1), "step_ms": round(step_ms, 1), "what": what, "detail": detail}
         )
         if self.json_lines:
-            self.out.write(json.dumps(self.events[-1], ensure_ascii=False) + "\n")
+            self._write(json.dumps(self.events[-1], ensure_ascii=False))
         else:
-            self.out.write(f"{at_ms:8.1f} ms  {what:<16} {detail}  (+{step_ms:.1f} ms)\n")
-        self.out.flush()
+            self._write(f"{at_ms:8.1f} ms  {what:<16} {detail}  (+{step_ms:.1f} ms)")
         return now
 
     def say(self, text: str) -> None:
         if not self.json_lines:
-            self.out.write(text + "\n")
+            self._write(text)
+
+    def _write(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.write(line + "\n")
             self.out.flush()
+        except BrokenPipeError:  # `pusher-trio demo | head`: the flow still runs to the end
+            self.closed = True
 
 
 # --- a minimal JSON-RPC client (the demo's Kamailio and admin) -------------------------------
