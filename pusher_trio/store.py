@@ -512,7 +512,7 @@ class SqliteStore(MemoryStore):
                 batch = self._take_batch()
             try:
                 rows = self._commit(*batch)
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:  # disk full, file gone, a bug: keep the data, retry
                 log.error("store: commit failed, will retry: %s", exc)
                 with self._wake:
                     self._error = exc
@@ -596,7 +596,8 @@ class SqliteStore(MemoryStore):
                 db.executemany("DELETE FROM config WHERE key = ?", [(k,) for k in del_c])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return len(put_d) + len(del_d) + len(put_a) + len(del_a) + len(put_c) + len(del_c)
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -331,3 +332,27 @@ def test_sqlite_cli_style_short_process(tmp_path: Path) -> None:
     s.close()  # idempotent
     with SqliteStore(path) as s2:
         assert s2.apps()["com.example.token"] == APPS[1]
+
+
+def test_sqlite_failed_commit_keeps_the_data_and_retries(tmp_path: Path) -> None:
+    from pusher_trio.store import StoreError
+
+    path = tmp_path / "p.db"
+    s = SqliteStore(path, batch_delay=0.01)
+    real = s._commit
+    calls: list[int] = []
+
+    def failing_once(*batch: Any) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(*batch)
+
+    s._commit = failing_once  # type: ignore[method-assign]
+    s.put_devices([device()])
+    with pytest.raises(StoreError):
+        s.flush()
+    s.flush()  # the writer retried the same changes
+    assert s.statistics()["write_errors"] == 1
+    assert rows(path, "SELECT aor FROM devices") == [("alice@example.com",)]
+    s.close()
