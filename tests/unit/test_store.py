@@ -261,7 +261,7 @@ def test_sqlite_existing_file_is_made_private(tmp_path: Path) -> None:
 
 
 def test_sqlite_batches_many_changes_into_one_commit(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "p.db", batch_delay=0.2) as s:
+    with SqliteStore(tmp_path / "p.db", batch_delay=5.0) as s:  # flush() ends the wait
         s.put_devices([device(aor=f"u{i}@example.com") for i in range(500)])
         for i in range(500):  # the same key changed again before the commit: one row
             s.invalidate(f"u{i}@example.com", "urn:uuid:1", "x", 1.0)
