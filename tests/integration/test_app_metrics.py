@@ -17,6 +17,7 @@ def _restore_logging() -> object:
     yield None
     logs.reset_logging()
 
+
 STATS = {
     "uptime_s": 12.5,
     "devices": 3,
@@ -102,5 +103,5 @@ def test_text_log_lines_and_reconfigure() -> None:
     text = stream.getvalue()
     assert text.count("\n") == 1
     assert " warning pusher_trio.test shown " in text
-    assert 's3cretkey-s3cretkey' not in text
+    assert "s3cretkey-s3cretkey" not in text
     assert 'aor="a b"' in text

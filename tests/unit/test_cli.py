@@ -177,9 +177,7 @@ def test_no_daemon_exits_1_with_one_line(
         (["push", "a@b", "--timeout", "0"], "--timeout must be greater than 0"),
     ],
 )
-def test_bad_input_exits_2(
-    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_input_exits_2(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(argv, capsys)
     assert code == 2, err
     assert_one_line_error(err)
@@ -213,7 +211,9 @@ def test_garbage_certificate_is_refused_without_echoing_it(
 
 def test_legacy_fcm_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "legacy.txt"
-    key.write_text("AAAAxyz:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338qju59zJMjw2DELjzEvxwYv7hH5Ynpc1ODQ0aT4U4OFEeco8ohsN5PjL1iC2dNtk2BAokeMCg2ZXKqpc8FXKmhX94kIxQ")
+    key.write_text(
+        "AAAAxyz:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338qju59zJMjw2DELjzEvxwYv7hH5Ynpc1ODQ0aT4U4OFEeco8ohsN5PjL1iC2dNtk2BAokeMCg2ZXKqpc8FXKmhX94kIxQ"
+    )
     code, out, err = run(["add-firebase-app", "org.x", str(key)], capsys)
     assert code == 2
     assert_one_line_error(err)
