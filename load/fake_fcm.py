@@ -49,6 +49,7 @@ from load.standin_common import (
     Answer,
     Delay,
     Drop,
+    Freeze,
     GoAway,
     Received,
     Reply,
@@ -58,7 +59,18 @@ from load.standin_common import (
     StandIn,
 )
 
-__all__ = ["Action", "Answer", "Delay", "Drop", "FakeFcm", "GoAway", "Received", "Reset", "Stall"]
+__all__ = [
+    "Action",
+    "Answer",
+    "Delay",
+    "Drop",
+    "FakeFcm",
+    "Freeze",
+    "GoAway",
+    "Received",
+    "Reset",
+    "Stall",
+]
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

@@ -16,6 +16,7 @@ request the way Apple or Google would and returns a `Reply`. Around it this modu
       server.script(Reset(), token=tok, times=None)                   # always
       server.script(Stall(), token=tok)                               # never answers
       server.script(Drop())                                           # closes the TCP connection
+      server.script(Freeze())                                         # connection goes silent
       server.script(GoAway("Shutdown"))                               # GOAWAY before this stream
       server.goaway_after(20, reason="Shutdown")                      # GOAWAY at the 20th stream
 
@@ -44,6 +45,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import trio
 
 from load.certs import Authority
@@ -83,6 +85,11 @@ class Drop:
 
 
 @attrs.frozen
+class Freeze:
+    """The connection goes silent: nothing read or written, PINGs unanswered (a dead peer)."""
+
+
+@attrs.frozen
 class GoAway:
     """GOAWAY with last_stream_id just below this stream: it and later ones are not processed."""
 
@@ -96,7 +103,7 @@ class Delay:
     seconds: float
 
 
-Action = Answer | Reset | Stall | Drop | GoAway | Delay
+Action = Answer | Reset | Stall | Drop | Freeze | GoAway | Delay
 
 
 @attrs.define
@@ -182,6 +189,7 @@ class StandIn:
         clock: Callable[[], float] = time.time,
         on_delivered: DeliveredHook | None = None,
         latency: float = 0.0,
+        max_concurrent_streams: int | None = None,
     ) -> None:
         self.authority = authority or Authority()
         self.host = host
@@ -189,6 +197,7 @@ class StandIn:
         self.clock = clock
         self.on_delivered = on_delivered
         self.latency = latency  # seconds before each answer (keeps streams in flight)
+        self.max_concurrent_streams = max_concurrent_streams  # SETTINGS; None: h2's default
         self._context = self.authority.server_context(client_auth=client_auth)
         self._rules: list[_Rule] = []
         self._goaway_after: tuple[int, str, bool] | None = None
@@ -345,8 +354,11 @@ class _ServerConnection:
         self.last_processed: int | None = None  # set when GOAWAY went out
         self.in_flight = 0
         self.cancel_scope = trio.CancelScope()
+        self.frozen = trio.Event()
 
     async def flush(self) -> None:
+        if self.frozen.is_set():
+            return
         async with self.lock:
             data = self.h2.data_to_send()
             if data:
@@ -356,11 +368,20 @@ class _ServerConnection:
                     self.cancel_scope.cancel()
 
     async def run(self) -> None:
+        if self.server.max_concurrent_streams is not None:
+            self.h2.local_settings = h2.settings.Settings(
+                client=False,
+                initial_values={
+                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_concurrent_streams
+                },
+            )
         self.h2.initiate_connection()
         await self.flush()
         with self.cancel_scope:
             async with trio.open_nursery() as nursery:
                 while True:
+                    if self.frozen.is_set():
+                        await trio.sleep_forever()
                     try:
                         data = await self.stream.receive_some(65536)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -462,6 +483,10 @@ class _ServerConnection:
             action = None
         if isinstance(action, Stall):
             server._record(request, token, "stall")
+            await trio.sleep_forever()
+        if isinstance(action, Freeze):
+            server._record(request, token, "freeze")
+            self.frozen.set()
             await trio.sleep_forever()
         if isinstance(action, Drop):
             server._record(request, token, "drop")

@@ -222,6 +222,7 @@ class Connection:
         self._write_pending = False
         self._window_changed = trio.Event()
         self._closed_sent = trio.Event()
+        self._ping_acked = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._last_received = 0.0
         self._settings_seen = False
@@ -365,12 +366,23 @@ class Connection:
             headers += [(name.encode(), value.encode()) for name, value in request.headers]
             if request.body:
                 headers.append((b"content-length", str(len(request.body)).encode()))
-            stream_id = self._h2.get_next_available_stream_id()
-            stream = _Stream()
-            self._streams[stream_id] = stream
-            self.requests += 1
+            try:
+                stream_id = self._h2.get_next_available_stream_id()
+            except h2.exceptions.NoAvailableStreamIDError:
+                # 2^31 streams used up (days at full rate): retire it, use a new one.
+                self.goaway = True
+                self._changed()
+                raise _Replay from None
             try:
                 self._h2.send_headers(stream_id, headers, end_stream=not request.body)
+            except h2.exceptions.TooManyStreamsError:
+                raise _Replay from None
+            except h2.exceptions.ProtocolError as error:
+                raise ConnectionLost(f"{self.origin.authority}: {error}") from error
+            stream = _Stream()
+            self._streams[stream_id] = stream  # after send_headers: h2 counts it from here
+            self.requests += 1
+            try:
                 if request.body:
                     await self._send_body(stream_id, request.body)
                 else:
@@ -401,7 +413,13 @@ class Connection:
                 await self._wait_change()
                 continue
             end = sent + size
-            self._h2.send_data(stream_id, body[sent:end], end_stream=end == len(body))
+            try:
+                self._h2.send_data(stream_id, body[sent:end], end_stream=end == len(body))
+            except h2.exceptions.ProtocolError as error:
+                # The server reset or closed the stream meanwhile: its answer (if any) wins.
+                if isinstance(error, h2.exceptions.StreamClosedError):
+                    return
+                raise ConnectionLost(f"{self.origin.authority}: {error}") from error
             sent = end
         self._kick()
 
@@ -459,17 +477,19 @@ class Connection:
                 raise ConnectionLost(f"{self.origin.authority} sent GOAWAY")
 
     async def _pinger(self) -> None:
-        """Apple asks providers to keep connections and PING idle ones."""
+        """Apple asks providers to keep connections open and PING idle ones."""
         while True:
-            await trio.sleep(self._ping_interval)
-            if trio.current_time() - self._last_received < self._ping_interval:
+            idle = trio.current_time() - self._last_received
+            if idle < self._ping_interval:
+                await trio.sleep(self._ping_interval - idle)
                 continue
-            sent_at = trio.current_time()
             self.pings += 1
+            self._ping_acked = trio.Event()
             self._h2.ping(self.pings.to_bytes(8, "big"))
             self._kick()
-            await trio.sleep(self._ping_timeout)
-            if self._last_received < sent_at:
+            with trio.move_on_after(self._ping_timeout):
+                await self._ping_acked.wait()
+            if not self._ping_acked.is_set():
                 raise ConnectionLost(f"{self.origin.authority} did not answer PING")
 
     async def _receive(self) -> bool:
@@ -546,6 +566,8 @@ class Connection:
                 self._changed()
             elif isinstance(event, h2.events.WindowUpdated):
                 self._changed()
+            elif isinstance(event, h2.events.PingAckReceived):
+                self._ping_acked.set()
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         last = event.last_stream_id if event.last_stream_id is not None else 0
