@@ -56,6 +56,7 @@ MAX_CONTACTS = 32
 # §10.3, step 7); an hour is the common one. Only "bound or not" matters here.
 DEFAULT_EXPIRES = 3600
 _ENTRY_OVERHEAD = 550  # dict slot, tuples, objects: measured ~2.1 KB per bench REGISTER in all
+_RAW_OVERHEAD = 250  # a REGISTER kept as bytes: key tuple, dict slot, bytes header
 
 
 # --- events ----------------------------------------------------------------------
@@ -442,6 +443,11 @@ class RegistrationTable:
     Bounded: entries older than `ttl` seconds are dropped; beyond `max_entries`
     entries or `max_bytes` (estimated) the oldest are evicted, so a flood of
     unanswered REGISTERs costs a fixed amount of memory.
+
+    Two ways in: `apply(message)` with a parsed message, or the sniffer's lazy path,
+    `apply_register(payload, call_id, cseq)` / `apply_response(call_id, cseq, status)`,
+    where a REGISTER is kept as its bytes and parsed only if a 2xx answers it (a
+    REGISTER challenged with 401, or never answered, is never parsed at all).
     """
 
     def __init__(
@@ -457,7 +463,8 @@ class RegistrationTable:
         self.ttl = ttl
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._pending: OrderedDict[_Key, tuple[float, _Request]] = OrderedDict()
+        # key -> (arrival time, summary or raw REGISTER bytes, estimated size)
+        self._pending: OrderedDict[_Key, tuple[float, _Request | bytes, int]] = OrderedDict()
         self._bytes = 0
         self._stats = {
             "registers": 0,
@@ -465,6 +472,7 @@ class RegistrationTable:
             "answered_failure": 0,
             "provisional": 0,
             "unmatched_responses": 0,
+            "malformed_registers": 0,
             "expired": 0,
             "evicted": 0,
             "registered_events": 0,
@@ -495,12 +503,27 @@ class RegistrationTable:
             if not self.require_2xx:
                 return self._count(_events(req, now, user_agents))
             number, _ = message.cseq
-            self._remember((message.call_id, number), now, req)
+            self._remember((message.call_id, number), now, req, req.size)
             return []
         number, method = message.cseq
         if method != "REGISTER":
             return []
         return self.apply_response(message.call_id, number, message.status_code, now, user_agents)
+
+    def apply_register(
+        self, payload: bytes, call_id: str, cseq: int, now: float, user_agents: Mapping[str, Any]
+    ) -> list[Event]:
+        """A REGISTER given as its bytes plus its key (read by the caller as the parser would).
+
+        With require_2xx the bytes are kept and parsed when a 2xx arrives; without it
+        they are parsed now (`sip.SipParseError` may escape then).
+        """
+        if not self.require_2xx:
+            return self.apply(sip.parse_message(payload), now, user_agents)
+        self.expire(now)
+        self._stats["registers"] += 1
+        self._remember((call_id, cseq), now, payload, len(payload) + _RAW_OVERHEAD)
+        return []
 
     def apply_response(
         self, call_id: str, cseq: int, status: int, now: float, user_agents: Mapping[str, Any]
@@ -519,12 +542,22 @@ class RegistrationTable:
         if entry is None:
             self._stats["unmatched_responses"] += 1
             return []
-        self._bytes -= entry[1].size
+        _, item, size = entry
+        self._bytes -= size
         if status >= 300:
             self._stats["answered_failure"] += 1
             return []
         self._stats["answered_2xx"] += 1
-        return self._count(_events(entry[1], now, user_agents))
+        if isinstance(item, bytes):
+            try:
+                message = sip.parse_message(item)
+                if not isinstance(message, sip.Request) or message.method != "REGISTER":
+                    raise sip.SipParseError("not a REGISTER")
+                item = _summarize(message)
+            except sip.SipParseError:
+                self._stats["malformed_registers"] += 1
+                return []
+        return self._count(_events(item, now, user_agents))
 
     def is_pending(self, call_id: str, cseq: int) -> bool:
         """True when a response with this key would complete a REGISTER we saw."""
@@ -535,24 +568,24 @@ class RegistrationTable:
         pending = self._pending
         limit = now - self.ttl
         while pending:
-            key, (at, req) = next(iter(pending.items()))
+            key, (at, _, size) = next(iter(pending.items()))
             if at > limit:
                 break
             del pending[key]
-            self._bytes -= req.size
+            self._bytes -= size
             self._stats["expired"] += 1
 
-    def _remember(self, key: _Key, now: float, req: _Request) -> None:
+    def _remember(self, key: _Key, now: float, item: _Request | bytes, size: int) -> None:
         old = self._pending.pop(key, None)  # a retransmission: the newest copy wins
         if old is not None:
-            self._bytes -= old[1].size
-        self._pending[key] = (now, req)
-        self._bytes += req.size
+            self._bytes -= old[2]
+        self._pending[key] = (now, item, size)
+        self._bytes += size
         while len(self._pending) > self.max_entries or (
             self._bytes > self.max_bytes and len(self._pending) > 1
         ):
-            _, (_, gone) = self._pending.popitem(last=False)
-            self._bytes -= gone.size
+            _, (_, _, gone) = self._pending.popitem(last=False)
+            self._bytes -= gone
             self._stats["evicted"] += 1
         if self._bytes > self.max_bytes:  # one REGISTER bigger than the whole budget
             self._pending.clear()

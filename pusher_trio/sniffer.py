@@ -67,28 +67,38 @@ _CALL_ID = re.compile(rb"\n(?i:call-id|i)[ \t]*:[ \t]*([^\r\n]*)\r")
 _NO_MAPPING: Mapping[str, Any] = {}
 
 
+def _call_id(payload: bytes, end: int) -> str | None:
+    """The Call-ID as sip.parse_message would read it, or None when the layout is unusual
+    (no CRLF CRLF, folded lines, no or an empty Call-ID): the caller then parses fully.
+    """
+    if end == len(payload):
+        return None
+    if payload.find(b"\n ", 0, end) >= 0 or payload.find(b"\n\t", 0, end) >= 0:
+        return None
+    m = _CALL_ID.search(payload, 0, end + 2)
+    if m is None:
+        return None
+    value = m.group(1).rstrip(b" \t")
+    return value.decode("utf-8", "replace") if value else None
+
+
 def _response_key(
     payload: bytes, end: int, cseq: re.Match[bytes] | None
 ) -> tuple[str, int, int] | None:
     """(Call-ID, CSeq number, status) of a response, read the way sip.parse_message would.
 
-    None when the layout is unusual (folded lines, no CRLF, missing or odd headers):
-    the caller then uses the real parser.
+    None when the layout is unusual: the caller then uses the real parser.
     """
-    if cseq is None or end == len(payload) or payload[11:12] != b" ":
+    if cseq is None or payload[11:12] != b" ":
         return None
     code = payload[8:11]
     if not code.isdigit() or code[:1] == b"0":
         return None
-    if payload.find(b"\n ", 0, end) >= 0 or payload.find(b"\n\t", 0, end) >= 0:
-        return None
-    call_id = _CALL_ID.search(payload, 0, end + 2)
+    call_id = _call_id(payload, end)
     if call_id is None:
         return None
-    value = call_id.group(1).rstrip(b" \t")
-    if not value:
-        return None
-    return value.decode("utf-8", "replace"), int(cseq.group(1)), int(code)
+    return call_id, int(cseq.group(1)), int(code)
+
 
 COUNTERS = (
     "received",  # every datagram read
@@ -103,6 +113,7 @@ COUNTERS = (
     "dropped_malformed",  # bad HEP or SIP
     "ignored_not_sip",  # HEP payload type other than SIP
     "ignored_not_register",  # other requests, responses to other methods, keep-alives
+    "registers_lazy",  # REGISTERs kept as bytes until a 2xx (parsed by the table then)
     "responses_fast",  # responses to REGISTER classified without the full parser
     "errors",  # unexpected exceptions (bugs) while handling a datagram; logged
 )
@@ -297,10 +308,22 @@ class Sniffer:
         table = self.table
         # Pre-filter: the first bytes say request or response, the CSeq line the method.
         if payload[:9] == b"REGISTER ":
-            message = sip.parse_message(payload)
-            stats["parsed"] += 1
-            user_agents = _NO_MAPPING if table.require_2xx else self._user_agents()
-            events = table.apply(message, now, user_agents)
+            # Lazy: with require_2xx, keep the bytes; the table parses them if a 2xx comes.
+            end = payload.find(b"\r\n\r\n")
+            if end < 0:
+                end = len(payload)
+            cseq = _CSEQ.search(payload, 0, end + 2)
+            call_id = None
+            if table.require_2xx and cseq is not None and cseq.group(2) == b"REGISTER":
+                call_id = _call_id(payload, end)
+            if call_id is not None and cseq is not None:
+                stats["registers_lazy"] += 1
+                events = table.apply_register(payload, call_id, int(cseq.group(1)), now, {})
+            else:
+                message = sip.parse_message(payload)
+                stats["parsed"] += 1
+                user_agents = _NO_MAPPING if table.require_2xx else self._user_agents()
+                events = table.apply(message, now, user_agents)
         elif payload[:8] == b"SIP/2.0 ":
             end = payload.find(b"\r\n\r\n")
             if end < 0:

@@ -559,3 +559,68 @@ def test_mapping_regexes_are_compiled_once_per_distinct_mapping() -> None:
     changed = {**CUSTOM_UA, "Acme": {**CUSTOM_UA["Acme"], "regex": "^Acme2"}}
     assert _mapping_rules(changed) is not first
     assert [r.name for r in first] == ["Other", "Acme"]
+
+
+# --- the lazy path (REGISTER kept as bytes until its 2xx) -----------------------------
+
+
+def lazy(table: RegistrationTable, data: bytes, now: float = 1000.0) -> list[Any]:
+    msg = sip.parse_message(data)
+    if isinstance(msg, sip.Request):
+        return table.apply_register(data, msg.call_id, msg.cseq[0], now, {})
+    return table.apply_response(msg.call_id, msg.cseq[0], msg.status_code, now, KAZOO_UA)
+
+
+def test_lazy_register_then_200_registers() -> None:
+    table = RegistrationTable()
+    assert lazy(table, register(RFC8599_APNS)) == []
+    (event,) = lazy(table, response(200))
+    assert isinstance(event, Registered)
+    assert event.devices[0].token == TOKEN
+
+
+def test_lazy_register_401_is_never_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = RegistrationTable()
+    data = register(RFC8599_APNS, call_id="c401")
+
+    def no_parsing(data: bytes) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(sip, "parse_message", no_parsing)
+    assert table.apply_register(data, "c401", 1, 1000.0, {}) == []
+    assert table.apply_response("c401", 1, 401, 1000.0, {}) == []
+    assert table.statistics()["answered_failure"] == 1
+
+
+def test_lazy_malformed_register_answered_2xx_is_counted() -> None:
+    table = RegistrationTable()
+    broken = (
+        b"REGISTER sip:example.com SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\nTo: <<<\r\n\r\n"
+    )
+    table.apply_register(broken, "x", 1, 1000.0, {})
+    assert table.apply_response("x", 1, 200, 1000.0, {}) == []
+    assert table.statistics()["malformed_registers"] == 1
+
+
+def test_lazy_register_uses_the_mapping_given_with_the_2xx() -> None:
+    contact = f"<sip:user@192.168.1.1>;app-id=org.myorg.myapp;x=1;pn-tok={TOKEN};pn-type=apple"
+    table = RegistrationTable()
+    lazy(table, register(contact.replace("pn-type", "pn-kind"), user_agent="MyApp iOS 1.0"))
+    (event,) = lazy(table, response(200))  # KAZOO_UA names pn-type: no target
+    assert isinstance(event, Registered)
+    assert event.devices == []
+
+
+def test_lazy_path_is_bounded_by_bytes() -> None:
+    table = RegistrationTable(max_bytes=10_000)
+    for i in range(100):
+        table.apply_register(register(RFC8599_APNS, call_id=f"f{i}"), f"f{i}", 1, 1000.0, {})
+        assert table.pending_bytes <= 10_000
+    assert 0 < len(table) < 100
+
+
+def test_require_2xx_false_parses_a_lazy_register_at_once() -> None:
+    table = RegistrationTable(require_2xx=False)
+    data = register(RFC8599_APNS)
+    (event,) = table.apply_register(data, "reg-1@10.0.0.1", 1, 1000.0, {})
+    assert isinstance(event, Registered)
