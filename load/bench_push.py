@@ -197,7 +197,7 @@ async def _aioapns_main(
     from aioapns.common import NotificationRequest
     from aioapns.connection import APNsCertConnectionPool, APNsProductionClientProtocol
 
-    class LocalProtocol(APNsProductionClientProtocol):  # type: ignore[misc]
+    class LocalProtocol(APNsProductionClientProtocol):
         # aioapns has no host/port option (notes/push-protocols.md): subclass the protocol.
         APNS_SERVER = "127.0.0.1"
         APNS_PORT = port
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per client")
-    args = parser.parse_args(argv)
+    # Called from load/bench.py without arguments: do not read that program's sys.argv.
+    args = parser.parse_args(argv if argv is not None else [])
     authority = Authority()
     ours: list[float] = []
     theirs: list[float] = []

@@ -286,6 +286,15 @@ class StandIn:
                 await stream.do_handshake()
         except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as error:
             log.info("%s: TLS handshake failed: %s", self.name, error)
+            # Like a real server, tell the client why (e.g. "unknown ca"): trio drops the
+            # alert OpenSSL queued when the handshake fails, so send it here.
+            alert = stream._outgoing.read()
+            if alert:
+                with trio.move_on_after(1):
+                    try:
+                        await tcp.send_all(alert)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
             await trio.aclose_forcefully(stream)
             return
         if stream.selected_alpn_protocol() != "h2":

@@ -251,6 +251,8 @@ class Providers:
         except StreamReset as error:
             return Rejected(str(error))
         except ConnectError as error:
+            if error.tls_refused:
+                return AuthFailed(f"TLS refused: {error}")
             return RetryLater(str(error), error.retry_after)
         except ConnectionLost as error:
             return RetryLater(str(error))

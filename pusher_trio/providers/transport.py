@@ -73,6 +73,7 @@ class ConnectError(TransportError):
     """
 
     retry_after: float | None = None
+    tls_refused = False  # a certificate was refused (ours or theirs): retrying will not help
 
 
 class ConnectionLost(TransportError):
@@ -89,6 +90,24 @@ class StreamReset(TransportError):
         except ValueError:
             name = str(error_code)
         super().__init__(f"stream reset by the server: {name}")
+
+
+# OpenSSL reasons that mean "this certificate is not acceptable", not a network hiccup.
+_CERTIFICATE_REASONS = ("CERTIFICATE", "UNKNOWN_CA", "VERIFY_FAILED", "ACCESS_DENIED")
+
+
+def tls_refused(error: BaseException) -> bool:
+    """True when TLS failed on a certificate (our client certificate or the server's)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(cause, ssl.SSLError) and any(
+            word in str(cause.reason or "") for word in _CERTIFICATE_REASONS
+        ):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class _Replay(Exception):
@@ -249,8 +268,15 @@ class Connection:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, report started, then serve the connection until it ends (never raises)."""
-        with trio.fail_after(self._connect_timeout):
-            await self._connect()
+        try:
+            with trio.fail_after(self._connect_timeout):
+                await self._connect()
+        except BaseException:
+            self.dead = True
+            if self._sock is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(self._sock)
+            raise
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
@@ -297,25 +323,30 @@ class Connection:
         try:
             self._sock = await trio.open_tcp_stream(self.origin.host, self.origin.port)
             await self._handshake()
-        except (OSError, ssl.SSLError, trio.BrokenResourceError) as error:
-            raise ConnectError(f"{self.origin.authority}: {error}") from error
-        alpn = self._tls.selected_alpn_protocol()
-        if alpn != "h2":
-            raise ConnectError(f"{self.origin.authority} did not negotiate h2 (ALPN {alpn!r})")
-        self._h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
-            },
-        )
-        self._h2.initiate_connection()
-        await self._send_pending()
-        # Wait for the server's SETTINGS: its stream limit decides how many we may open.
-        while not self._settings_seen:
-            if not await self._receive():
-                raise ConnectError(f"{self.origin.authority} closed before its SETTINGS")
+            alpn = self._tls.selected_alpn_protocol()
+            if alpn != "h2":
+                raise ConnectError(f"{self.origin.authority} did not negotiate h2 (ALPN {alpn!r})")
+            self._h2.local_settings = h2.settings.Settings(
+                client=True,
+                initial_values={
+                    h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+                },
+            )
+            self._h2.initiate_connection()
             await self._send_pending()
+            # Wait for the server's SETTINGS: its stream limit decides how many we may open.
+            # (With TLS 1.3 a refused client certificate shows up here, as an alert.)
+            while not self._settings_seen:
+                if not await self._receive():
+                    raise ConnectError(f"{self.origin.authority} closed before its SETTINGS")
+                await self._send_pending()
+        except ConnectError:
+            raise
+        except (OSError, ssl.SSLError, trio.BrokenResourceError, TransportError) as error:
+            failure = ConnectError(f"{self.origin.authority}: {error}")
+            failure.tls_refused = tls_refused(error)
+            raise failure from error
 
     async def _handshake(self) -> None:
         assert self._sock is not None

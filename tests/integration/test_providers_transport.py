@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from load.fake_apns import FakeApns, Freeze
-from pusher_trio.model import Delivered, PushMessage
+from pusher_trio.model import AuthFailed, Delivered, PushMessage
 from pusher_trio.providers import Providers
 from tests.integration.conftest_providers import apple_device, apple_token, cert_app, expires
 
@@ -119,3 +120,26 @@ async def test_send_before_start_is_an_error() -> None:
     server = FakeApns()
     with trio.fail_after(5), pytest.raises(RuntimeError, match="not running"):
         await Providers().send(cert_app(server), apple_device(), MESSAGE, expires_at=expires())
+
+
+async def test_untrusted_server_certificate_is_auth_failure(nursery: trio.Nursery) -> None:
+    server = FakeApns()
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        async with Providers() as providers:  # our CA is not trusted
+            outcome = await providers.send(
+                cert_app(server), apple_device(), MESSAGE, expires_at=expires()
+            )
+    assert isinstance(outcome, AuthFailed) and "CERTIFICATE_VERIFY_FAILED" in outcome.reason
+
+
+async def test_client_certificate_from_elsewhere_is_auth_failure(nursery: trio.Nursery) -> None:
+    server = FakeApns()
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        foreign = FakeApns()  # another CA issued this client certificate
+        app = attrs.evolve(cert_app(server), auth=cert_app(foreign).auth)
+        async with Providers(ca_file=server.ca_file) as providers:
+            outcome = await providers.send(app, apple_device(), MESSAGE, expires_at=expires())
+    assert isinstance(outcome, AuthFailed) and "TLS refused" in outcome.reason
+    assert server.received == []
