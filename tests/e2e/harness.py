@@ -371,7 +371,9 @@ format = "{self.log_format}"
         )
         return self.config_path
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 20
+    ) -> subprocess.CompletedProcess[str]:
         """Run `pusher-trio --config <ours> ARGS...` (works whether serve runs or not)."""
         out = subprocess.run(
             [*PUSHER_TRIO, "--config", str(self.config_path), *args],
@@ -381,7 +383,9 @@ format = "{self.log_format}"
             cwd=self.workdir,
         )
         if check and out.returncode != 0:
-            raise RuntimeError(f"pusher-trio {' '.join(args)} -> {out.returncode}: {out.stderr.strip()}")
+            raise RuntimeError(
+                f"pusher-trio {' '.join(args)} -> {out.returncode}: {out.stderr.strip()}"
+            )
         return out
 
     def start(self, timeout: float = 15.0) -> None:
@@ -397,14 +401,18 @@ format = "{self.log_format}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pusher-trio serve exited {self.proc.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"pusher-trio serve exited {self.proc.returncode}:\n{self.log()[-4000:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.control_port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"pusher-trio serve did not listen within {timeout}s:\n{self.log()[-4000:]}")
+        raise RuntimeError(
+            f"pusher-trio serve did not listen within {timeout}s:\n{self.log()[-4000:]}"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
