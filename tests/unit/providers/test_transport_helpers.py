@@ -34,7 +34,7 @@ def test_tls_refused_recognises_certificate_errors() -> None:
     wrapped.__cause__ = verify
     assert tls_refused(wrapped)
     alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
-    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"  # type: ignore[misc]
+    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"
     assert tls_refused(alert)
     assert not tls_refused(ConnectionResetError(104, "reset"))
 
