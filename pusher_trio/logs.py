@@ -63,7 +63,12 @@ class TextFormatter(logging.Formatter):
             record.name,
             record.getMessage(),
         ]
-        parts.extend(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
+        message = parts[-1]
+        parts.extend(
+            f"{k}={_text_value(v)}"
+            for k, v in _fields(record).items()
+            if f"{k}=" not in message  # already written into the message itself
+        )
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -105,3 +105,15 @@ def test_text_log_lines_and_reconfigure() -> None:
     assert " warning pusher_trio.test shown " in text
     assert "s3cretkey-s3cretkey" not in text
     assert 'aor="a b"' in text
+
+
+def test_text_lines_do_not_repeat_fields_the_message_holds() -> None:
+    stream = io.StringIO()
+    logs.setup_logging("info", "text", stream)
+    logger = logs.get_logger("service")
+    logger.info("push call_id=%s outcome=%s", "c1", "delivered",
+                extra={"fields": {"call_id": "c1", "outcome": "delivered", "latency_ms": 3.5}})  # fmt: skip
+    line = stream.getvalue()
+    assert line.count("call_id=") == 1
+    assert line.count("outcome=") == 1
+    assert line.rstrip().endswith("latency_ms=3.5")
