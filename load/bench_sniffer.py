@@ -182,6 +182,7 @@ async def run_once(
         "sent": blasted["sent"],
         "received": stats["received"],
         "parsed": stats["parsed"],
+        "lazy_registers": stats["registers_lazy"],
         "fast_responses": stats["responses_fast"],
         "registrations": stats["registrations"],
         "dropped": dropped,
@@ -198,8 +199,10 @@ def report(title: str, r: dict[str, Any]) -> None:
     print(
         f"{title}: offered {r['offered_rate']:,.0f}/s ({r['sent']:,} datagrams); "
         f"received {r['received']:,} = {r['received_rate']:,.0f}/s "
-        f"({r['per_cpu_second']:,.0f} per sniffer CPU-second); parsed {r['parsed']:,} "
-        f"(+{r['fast_responses']:,} responses on the fast path); "
+        f"({r['per_cpu_second']:,.0f} per sniffer CPU-second); "
+        f"{r['lazy_registers']:,} REGISTERs kept as bytes until their 2xx, "
+        f"{r['fast_responses']:,} responses classified without the parser, "
+        f"{r['parsed']:,} parsed in the sniffer; "
         f"registrations {r['registrations']:,}; dropped {r['dropped'] or 0}; "
         f"errors {r['errors']}; lost {r['lost']:,}; kernel UDP RcvbufErrors "
         f"+{r['rcvbuf_errors']:,}; SO_RCVBUF {r['rcvbuf_bytes']:,} bytes",

@@ -98,25 +98,33 @@ def _merged_params(
 ) -> dict[str, str]:
     """Contact header params overlaid with URI params (RFC 8599 puts them in the URI).
 
-    Names lowercased; values unquoted and percent-decoded; flag params dropped.
+    Names lowercased (sip already does; kept for other callers); values unquoted and
+    percent-decoded; flag params dropped.
     """
     merged: dict[str, str] = {}
     for params in (header_params, uri_params):
         for name, value in params.items():
             if value is not None:
-                merged[name.lower()] = _unquote_value(value)
+                if "%" in value or value[:1] == '"':
+                    value = _unquote_value(value)
+                merged[name if name.islower() else name.lower()] = value
     return merged
 
 
 def _instance_id(header_params: Mapping[str, str | None]) -> str | None:
     """RFC 5626 §4.1: +sip.instance="<urn:uuid:...>"; quotes and <> stripped."""
-    for name, value in header_params.items():
-        if name.lower() == "+sip.instance" and value:
-            v = _unquote_value(value).strip()
-            if v.startswith("<") and v.endswith(">"):
-                v = v[1:-1]
-            return v or None
-    return None
+    value = header_params.get("+sip.instance")
+    if value is None:
+        for name, v in header_params.items():
+            if name.lower() == "+sip.instance":
+                value = v
+                break
+    if not value:
+        return None
+    v = _unquote_value(value).strip()
+    if v.startswith("<") and v.endswith(">"):
+        v = v[1:-1]
+    return v or None
 
 
 _TOKEN_TYPES: dict[str, TokenType] = {

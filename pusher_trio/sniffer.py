@@ -143,11 +143,9 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 def _default_user_agents(store: Store) -> Callable[[], Mapping[str, Any]]:
     def user_agents() -> Mapping[str, Any]:
-        try:
-            value = store.get_config("User-Agents")
-        except KeyError:
-            return {}
-        return value if isinstance(value, Mapping) else {}
+        tree = store.get_config()  # no dotted-key walk, no KeyError per datagram
+        value = tree.get("User-Agents") if isinstance(tree, Mapping) else None
+        return value if isinstance(value, Mapping) else _NO_MAPPING
 
     return user_agents
 
