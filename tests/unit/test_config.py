@@ -207,3 +207,26 @@ def test_parse_udp_listen_accepts_bare_and_prefixed() -> None:
     assert parse_udp_listen("udp:127.0.0.1:9060") == ("127.0.0.1", 9060)
     assert parse_udp_listen("UDP:[::1]:9060") == ("::1", 9060)
     assert parse_udp_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+
+
+def test_example_file_has_every_key_with_the_default_values() -> None:
+    example = Path(__file__).resolve().parents[2] / "conf" / "pusher.toml"
+    config = load_config(example, env=ENV)
+    defaults = default_config(ENV)
+    # every section and key of §4 is written out ...
+    import tomllib
+
+    raw = tomllib.loads(example.read_text())
+    import attrs
+
+    for section in ("control", "sniffer", "store", "push", "metrics", "log"):
+        names = {f.name for f in attrs.fields(type(getattr(defaults, section)))}
+        assert set(raw[section]) == names, section
+    # ... and the values are the defaults, paths excepted (DESIGN §4)
+    assert config.sniffer == defaults.sniffer
+    assert config.push == defaults.push
+    assert config.metrics == defaults.metrics
+    assert config.log == defaults.log
+    assert (config.control.unix_mode, config.control.tcp) == ("0660", "127.0.0.1:5290")
+    assert config.control.unix_socket == "/run/pusher-trio/control.sock"
+    assert config.store.path == "/var/lib/pusher-trio/pusher.db"
