@@ -12,10 +12,12 @@ before serving `push` with `wait` (the default). A push belongs to the
 that pushed may be cancelled while the others keep waiting on the same push;
 when the last wait of the group ends, the push is cancelled.
 
-Latency figures for the load tests (`statistics()["latency_ms"]`):
-`push_out` is control request decoded -> first provider request handed to the
-pusher; `wake` is REGISTER copy handed to `on_registered` -> `push` result
-returned to the server (which writes it at once).
+Latency figures for the load tests (`statistics()["latency_ms"]`, also in
+`status`): `push_out` is control request decoded -> first provider request
+handed to the pusher; `wake` is REGISTER copy handed to `on_registered` ->
+`push` result returned to the server (which writes it at once); `register_to_reply`
+is the same but from the moment the sniffer received the datagram (the
+event's `at`, UNIX time; only counted when plausible, 0-60 s).
 """
 
 from __future__ import annotations
@@ -328,7 +330,11 @@ class Service:
         self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
         self._requests: dict[str, int] = {}
-        self._latency = {"push_out": _Latency(), "wake": _Latency()}
+        self._latency = {
+            "push_out": _Latency(),
+            "wake": _Latency(),
+            "register_to_reply": _Latency(),
+        }
         self._methods: dict[str, Callable[[dict[str, JSON], float], Awaitable[JSON]]] = {
             "push": self.rpc_push,
             "cancel": self.rpc_cancel,
@@ -572,6 +578,9 @@ class Service:
         now = time.perf_counter()
         if registration.seen:
             self._latency["wake"].add((now - registration.seen) * 1000)
+        since_datagram = self._clock() - registration.at
+        if 0 <= since_datagram < 60:
+            self._latency["register_to_reply"].add(since_datagram * 1000)
         return {
             "status": "registered",
             "aor": request.aor,
