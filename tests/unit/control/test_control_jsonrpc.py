@@ -330,3 +330,34 @@ def test_parse_response_rejects_non_responses() -> None:
         rpc.parse_response(b'{"jsonrpc":"2.0","id":1}')
     with pytest.raises(ParseError):
         rpc.parse_response(b"[]")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["jsonrpc", "id", "method", "params", "x"]), children)
+    ),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+def test_parse_request_raises_only_control_errors(value: object) -> None:
+    try:
+        request = rpc.parse_request(json.dumps(value).encode())
+    except ControlError as exc:
+        assert exc.code in (-32700, -32600)
+    else:
+        assert isinstance(request.method, str)
+        assert request.params is None or isinstance(request.params, dict | list)
+
+
+@given(
+    st.text(min_size=1, max_size=20),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    st.integers(min_value=1, max_value=2**31),
+)
+def test_request_round_trip(method: str, params: dict[str, str], rid: int) -> None:
+    (frame,) = decode_all([rpc.encode_request(method, params, id=rid)])
+    assert rpc.parse_request(frame) == rpc.Request(method=method, params=params, id=rid)
