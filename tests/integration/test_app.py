@@ -466,3 +466,21 @@ async def test_metrics_endpoint_exports_the_status_counters(tmp_path: Path) -> N
             assert "\npusher_trio_datagrams_received 1\n" in text
             assert "\npusher_trio_pushes_delivered 0\n" in text
             running.shutdown()
+
+
+async def test_reload_starts_and_stops_the_metrics_endpoint(sidecar: Sidecar) -> None:
+    from pusher_trio.config import MetricsConfig
+
+    with trio.fail_after(5):
+        running = sidecar.running
+        assert running.metrics is None
+        on = attrs.evolve(running.config, metrics=MetricsConfig(listen="127.0.0.1:0"))
+        assert await running.reload(on) is True
+        assert running.metrics_port is not None
+        stream = await trio.open_tcp_stream("127.0.0.1", running.metrics_port)
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        assert (await stream.receive_some(100)).startswith(b"HTTP/1.1 200")
+        await stream.aclose()
+        off = attrs.evolve(running.config, metrics=MetricsConfig(listen=""))
+        assert await running.reload(off) is True
+        assert running.metrics is None
