@@ -231,6 +231,7 @@ class SharedPush:
     """The pushes sent for one AOR (or one Kazoo token) and what came back, device by device."""
 
     __slots__ = (
+        "abandoned",
         "aor",
         "call_id",
         "devices",
@@ -258,6 +259,7 @@ class SharedPush:
         self.received = received  # perf_counter() when the request that pushed was decoded
         self.results: list[dict[str, JSON] | None] = [None] * len(self.devices)
         self.done = trio.Event()
+        self.abandoned = False  # given up unfinished (deadline or nobody left waiting)
         self.sharers = 1
 
     def report(self) -> list[dict[str, JSON]]:
@@ -542,7 +544,9 @@ class Service:
         try:
             group = w.group
             shared: SharedPush | None = group.shared
-            if shared is None:
+            if shared is None or shared.abandoned:
+                # No push for this AOR yet, or the last one was given up unfinished
+                # at its deadline while later requests kept waiting: push (again).
                 devices = [request.direct] if request.direct else self._targets(request.aor)
                 if not devices:
                     raise self._no_target(request.aor)
@@ -554,6 +558,9 @@ class Service:
                 self._nursery.start_soon(self._push_for_group, group, shared)
             else:
                 shared.sharers += 1
+                if group.scope is not None and not shared.done.is_set():
+                    # The push in flight keeps trying for the longest-waiting request.
+                    group.scope.deadline = max(group.scope.deadline, deadline)
             with trio.move_on_at(deadline):
                 registration = await self.waiters.wait(w)
                 return self._registered(request, registration, shared, accepted)
@@ -628,7 +635,9 @@ class Service:
         assert group.scope is not None
         with group.scope:
             await self._send_all(shared)
-        if shared.done.is_set() and not shared.delivered:
+        if not shared.done.is_set():
+            shared.abandoned = True
+        elif not shared.delivered:
             self.waiters.fail(group.aor, self._rejected(shared))
 
     async def _send_all(self, shared: SharedPush) -> None:

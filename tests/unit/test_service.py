@@ -642,3 +642,30 @@ def test_mask_contact_masks_token_params_and_encoded_tokens() -> None:
         "sip:a@h;tok=abc%3Adefghijklmnopqrstu", tokens=["abc:defghijklmnopqrstu"]
     )
     assert "defghijklmnopqrstu" not in encoded
+
+
+async def test_a_later_request_keeps_the_shared_push_going_past_the_first_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pusher = FakePusher(delay=8.0)
+    outcomes: dict[str, Any] = {}
+    async with running_service(store_with(apple_device()), pusher) as service:
+
+        async def call(call_id: str, seconds: float) -> None:
+            try:
+                outcomes[call_id] = await service.call(
+                    "push", {"aor": ALICE, "call_id": call_id, "timeout": seconds}
+                )
+            except Timeout as exc:
+                outcomes[call_id] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "short", 5)
+            await trio.sleep(1)
+            nursery.start_soon(call, "long", 20)
+            await trio.sleep(9)  # t=10: the push finished at t=8
+            assert isinstance(outcomes["short"], Timeout)
+            assert outcomes["short"].data["reason"] == "the push did not complete"
+            service.on_registered(registered(ALICE, [apple_device()]))
+    assert outcomes["long"]["pushes"][0]["outcome"] == "delivered"
+    assert len(pusher.sent) == 1
