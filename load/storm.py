@@ -24,6 +24,7 @@ asserting nothing about speed:
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import csv
 import os
@@ -578,12 +579,12 @@ async def parked_calls(workdir: Path, count: int) -> None:
             stop_s = time.monotonic() - stop_start
         nursery.cancel_scope.cancel()
     per = (rss1 - rss0) * 1024 / count
-    shutting = sum(1 for o in outcomes if o == "ShuttingDown")
+    answers = ", ".join(f"{name} {n}" for name, n in collections.Counter(outcomes).most_common())
     table(
         "Parked calls (push requests waiting at once on the control socket)",
         ["waiting", "parked in s", "pushes delivered", "RSS before KiB", "RSS after KiB", "per waiting request",
-         "ShuttingDown answers", "stop took s", "exit code"],
-        [[status.get("waiting"), f"{parked_s:.1f}", delivered, rss0, rss1, f"{per / 1024:.2f} KiB", shutting,
+         "answers after SIGTERM", "stop took s", "exit code"],
+        [[status.get("waiting"), f"{parked_s:.1f}", delivered, rss0, rss1, f"{per / 1024:.2f} KiB", answers,
           f"{stop_s:.1f}", rc]],
     )  # fmt: skip
 
