@@ -485,8 +485,9 @@ class _Reloader:
             setup_logging(new.log.level, new.log.format)
         if new.push != old.push:
             self._apply_push(new)
-        if new.sniffer != old.sniffer:
-            self.table.require_2xx = new.sniffer.require_2xx
+        self.table.require_2xx = new.sniffer.require_2xx  # the table reads it per message
+        if attrs.evolve(new.sniffer, require_2xx=old.sniffer.require_2xx) != old.sniffer:
+            # New addresses or rules: rebind (datagrams queued in the old socket are lost).
             await self.listeners.stop("sniffer")
             try:
                 running.sniffer = await self.listeners.start("sniffer", self.serve_sniffer, new)

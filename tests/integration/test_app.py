@@ -484,3 +484,17 @@ async def test_reload_starts_and_stops_the_metrics_endpoint(sidecar: Sidecar) ->
         off = attrs.evolve(running.config, metrics=MetricsConfig(listen=""))
         assert await running.reload(off) is True
         assert running.metrics is None
+
+
+async def test_reload_of_require_2xx_needs_no_rebind(sidecar: Sidecar) -> None:
+    with trio.fail_after(5):
+        running = sidecar.running
+        before = list(running.sniffer)
+        new = attrs.evolve(
+            running.config, sniffer=attrs.evolve(running.config.sniffer, require_2xx=False)
+        )
+        assert await running.reload(new) is True
+        assert running.sniffer == before  # same socket, same port
+        phone = ios_phone("hank")
+        send_raw(sidecar, phone.register(600)[0])  # the REGISTER alone now counts
+        await sidecar.wait_device(phone.aor)
