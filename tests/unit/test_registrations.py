@@ -624,3 +624,25 @@ def test_require_2xx_false_parses_a_lazy_register_at_once() -> None:
     data = register(RFC8599_APNS)
     (event,) = table.apply_register(data, "reg-1@10.0.0.1", 1, 1000.0, {})
     assert isinstance(event, Registered)
+
+
+def test_mapping_entry_missing_a_property_is_skipped() -> None:
+    ua = {
+        "NoId": {"regex": "^Acme", "properties": {"Token-App": "x-app", "Token-Type": "x-kind"}},
+        **CUSTOM_UA,
+    }
+    contact = f"<sip:alice@10.0.0.1;x-push={TOKEN};x-kind=apple;x-app=acme>"
+    d = one_device(contact, user_agent="Acme Softphone", ua_map=ua)
+    assert d.extra["mapping"] == "Acme"
+
+
+def test_one_register_bigger_than_the_byte_budget_is_not_kept() -> None:
+    table = RegistrationTable(max_bytes=500)
+    table.apply(sip.parse_message(register(RFC8599_APNS)), 1000.0, {})
+    assert (len(table), table.pending_bytes) == (0, 0)
+    assert table.statistics()["evicted"] == 1
+
+
+def test_bad_table_limits_are_refused() -> None:
+    with pytest.raises(ValueError):
+        RegistrationTable(max_entries=0)
