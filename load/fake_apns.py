@@ -34,6 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import h2.settings
 import jwt
 import trio
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +43,7 @@ from load.certs import make_p8, random_id
 from load.standin_common import (
     Action,
     Answer,
+    ConnectionInfo,
     Delay,
     Drop,
     Freeze,
@@ -71,6 +73,7 @@ MAX_PAYLOAD = 4096
 MAX_VOIP_PAYLOAD = 5120
 TOKEN_MAX_AGE = 3600  # Apple: "APNs rejects any token older than one hour"
 TOKEN_MIN_INTERVAL = 20 * 60  # Apple: tokens updated more often answer 429
+OPEN_STREAM_LIMIT = 1000  # the stream limit once a token-auth connection is trusted
 PUSH_TYPES = {
     "alert",
     "background",
@@ -155,6 +158,21 @@ class FakeApns(StandIn):
         self.unregistered[token] = timestamp_ms or int(self.clock() * 1000)
 
     # --- StandIn ------------------------------------------------------------------------
+
+    def initial_max_streams(self, connection: ConnectionInfo) -> int | None:
+        # Apple: without a provider certificate "only one stream is allowed on the
+        # connection until you send a push notification request with a valid
+        # authentication token".
+        if self.max_concurrent_streams is not None:
+            return self.max_concurrent_streams
+        return None if connection.peer_cert else 1
+
+    def settings_after(self, request: Request, reply: Reply) -> dict[int, int] | None:
+        state = request.connection.state
+        if reply.status == 200 and not request.connection.peer_cert and not state.get("opened"):
+            state["opened"] = True
+            return {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: OPEN_STREAM_LIMIT}
+        return None
 
     def token_of(self, request: Request) -> str:
         return request.path.removeprefix("/3/device/")

@@ -258,6 +258,14 @@ class StandIn:
     def token_of(self, request: Request) -> str:
         raise NotImplementedError
 
+    def initial_max_streams(self, connection: ConnectionInfo) -> int | None:
+        """SETTINGS_MAX_CONCURRENT_STREAMS of a new connection (None: h2's default)."""
+        return self.max_concurrent_streams
+
+    def settings_after(self, request: Request, reply: Reply) -> dict[int, int] | None:
+        """New SETTINGS to send after answering `request` (None: no change)."""
+        return None
+
     def is_push(self, request: Request) -> bool:
         """Scripts apply to pushes only (not, e.g., to FCM's OAuth token endpoint)."""
         return True
@@ -377,12 +385,11 @@ class _ServerConnection:
                     self.cancel_scope.cancel()
 
     async def run(self) -> None:
-        if self.server.max_concurrent_streams is not None:
+        limit = self.server.initial_max_streams(self.info)
+        if limit is not None:
             self.h2.local_settings = h2.settings.Settings(
                 client=False,
-                initial_values={
-                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_concurrent_streams
-                },
+                initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit},
             )
         self.h2.initiate_connection()
         await self.flush()
@@ -525,6 +532,9 @@ class _ServerConnection:
                 self.h2.send_data(stream_id, reply.body, end_stream=True)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return  # the client reset it meanwhile
+        settings = server.settings_after(request, reply)
+        if settings:
+            self.h2.update_settings(settings)
         await self.flush()
         if reply.delivered is not None and reply.status == 200:
             token_value, payload = reply.delivered

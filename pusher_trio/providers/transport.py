@@ -60,6 +60,10 @@ RECV_SIZE = 65536  # one socket read; CPython allocates this much per recv
 TLS_READ_SIZE = 16384 + 256  # one TLS record of plaintext at most
 MAX_REPLAYS = 5  # a request not processed by the server is resent at most this often
 OWN_STREAM_LIMIT = 1000  # never more streams per connection than this, whatever the server allows
+# APNs allows one stream on a token-auth connection until a request with a valid token
+# succeeds, then raises the limit: while a new connection has not answered yet (up to
+# this long), wait for it rather than opening more connections.
+WARMUP = 1.0
 
 
 class TransportError(Exception):
@@ -251,7 +255,9 @@ class Connection:
         self.dead = False
         self.error: BaseException | None = None
         self.requests = 0
+        self.responses = 0
         self.pings = 0
+        self.connected_at = 0.0
 
     # --- state the pool reads -----------------------------------------------------
 
@@ -277,6 +283,7 @@ class Connection:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(self._sock)
             raise
+        self.connected_at = trio.current_time()
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
@@ -579,6 +586,7 @@ class Connection:
                     except h2.exceptions.StreamClosedError:
                         pass
             elif isinstance(event, h2.events.StreamEnded):
+                self.responses += 1
                 stream = streams.pop(event.stream_id, None)
                 if stream is not None:
                     stream.done.set()
@@ -701,8 +709,17 @@ class Pool:
                 if connection.usable and connection.active < connection.capacity:
                     connection.active += 1
                     return connection
+            now = trio.current_time()
+            warming = [
+                c.connected_at + WARMUP - now
+                for c in self._connections
+                if c.usable and c.responses == 0 and c.connected_at + WARMUP > now
+            ]
             if self._connecting:
                 await self._wait_change()
+            elif warming:
+                with trio.move_on_after(max(warming)):
+                    await self._wait_change()
             elif sum(1 for c in self._connections if c.usable) < self._max_connections:
                 await self._connect()
             else:

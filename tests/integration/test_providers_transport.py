@@ -8,7 +8,13 @@ import trio
 from load.fake_apns import FakeApns, Freeze
 from pusher_trio.model import AuthFailed, Delivered, PushMessage
 from pusher_trio.providers import Providers
-from tests.integration.conftest_providers import apple_device, apple_token, cert_app, expires
+from tests.integration.conftest_providers import (
+    apple_device,
+    apple_token,
+    cert_app,
+    expires,
+    token_app,
+)
 
 MESSAGE = PushMessage(call_id="c-1", caller_number="200")
 
@@ -53,7 +59,9 @@ async def test_silent_peer_is_detected_by_ping_and_the_push_retried(nursery: tri
 async def test_more_connections_only_when_the_stream_limit_is_reached(
     nursery: trio.Nursery,
 ) -> None:
-    server = FakeApns(latency=0.3, max_concurrent_streams=5)
+    # Answers take longer than a new connection's warm-up (transport.WARMUP): the pool
+    # cannot wait for slots to free and opens connections as each one fills up.
+    server = FakeApns(latency=1.5, max_concurrent_streams=5)
     with trio.fail_after(10):
         await nursery.start(server.serve)
         async with Providers(ca_file=server.ca_file) as providers:
@@ -143,3 +151,25 @@ async def test_client_certificate_from_elsewhere_is_auth_failure(nursery: trio.N
             outcome = await providers.send(app, apple_device(), MESSAGE, expires_at=expires())
     assert isinstance(outcome, AuthFailed) and "TLS refused" in outcome.reason
     assert server.received == []
+
+
+async def test_token_auth_burst_waits_for_apples_stream_limit_to_open(
+    nursery: trio.Nursery,
+) -> None:
+    server = FakeApns()  # one stream per token connection until a valid token was seen
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        app = token_app(server)
+        outcomes: list[object] = []
+        async with Providers(ca_file=server.ca_file) as providers:
+
+            async def one() -> None:
+                outcomes.append(
+                    await providers.send(app, apple_device(), MESSAGE, expires_at=expires())
+                )
+
+            async with trio.open_nursery() as burst:
+                for _ in range(50):
+                    burst.start_soon(one)
+    assert len(outcomes) == 50 and all(isinstance(o, Delivered) for o in outcomes)
+    assert server.connections == 1
