@@ -15,9 +15,19 @@ datagram. It is dropped, and counted by reason, when its UDP source is outside
 `allow_from`, when `hep_auth_key` is set and it is not a HEP packet carrying
 that key, when it is malformed, or when it is neither a REGISTER nor a response
 whose CSeq method is REGISTER (a cheap look at the first bytes and the CSeq line
-spares the full parse for other traffic). Everything else goes through
-`RegistrationTable.apply`; its events update the store (in memory at once, on disk
-in batches by the store's writer thread) and are handed to the callbacks.
+spares the full parse for other traffic). Parsing is lazy: a REGISTER is kept
+as bytes (keyed by the Call-ID and CSeq read off its header lines) and parsed by
+the table only when its 2xx arrives; a response is classified from its status
+line, Call-ID and CSeq without the parser. Unusual layouts (LF-only line ends,
+folded lines) take the full parser instead. The table's events update the store
+(in memory at once, on disk in batches by the store's writer thread) and are
+handed to the callbacks.
+
+`statistics()` keys: the COUNTERS below (datagrams by outcome), the table's
+counters prefixed `table_` (pending, pending_bytes, registers, answered_2xx,
+answered_failure, provisional, unmatched_responses, malformed_registers, expired,
+evicted, registered_events, unregistered_events) and `rcvbuf_bytes` (what
+getsockopt(SO_RCVBUF) reports; Linux doubles the value it was given).
 
 The reader drains its socket with non-blocking `recvfrom_into` until EAGAIN and
 only then awaits readability again, so a burst costs one scheduler round, not one
