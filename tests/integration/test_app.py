@@ -370,6 +370,24 @@ async def test_bad_datagrams_and_control_messages_leave_it_serving(sidecar: Side
         with pytest.raises(jsonrpc.InvalidParams):
             await client.call("push", {"aor": "a@b", "timeout": -1})
         await broken.aclose()
+        # a message announced over 64 KiB: -32600 with id null, that connection closes
+        big = await trio.open_tcp_stream(*sidecar.running.control_tcp)
+        await big.send_all(b"70000:")
+        data = b""
+        while chunk := await big.receive_some(4096):
+            data += chunk
+        assert b'"id":null' in data and b"-32600" in data
+        await big.aclose()
+        # a batch gets -32600; the connection stays
+        batch = RpcClient(await trio.open_tcp_stream(*sidecar.running.control_tcp))
+        await batch._stream.send_all(jsonrpc.encode_netstring(b"[]"))
+        decoder = jsonrpc.NetstringDecoder()
+        while (frame := decoder.next_frame()) is None:
+            decoder.feed(await batch._stream.receive_some(4096))
+        error = jsonrpc.parse_response(frame).error
+        assert error is not None and error.code == -32600
+        assert "uptime_s" in await batch.call("status", {})
+        await batch.aclose()
         # still learning registrations
         phone = ios_phone("frank")
         sidecar.mirror.send(phone, phone.register(600))
