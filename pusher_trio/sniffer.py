@@ -253,22 +253,21 @@ class Sniffer:
         return sock
 
     async def _reader(self, sock: socket.socket) -> None:
-        buf = bytearray(MAX_DATAGRAM)
-        view = memoryview(buf)
-        recv = sock.recvfrom_into
+        # recvfrom(65535) measured faster here than recvfrom_into + a copy of the slice
+        recv = sock.recvfrom
         handle = self.handle_datagram
         clock = self._clock
         while True:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(DRAIN_MAX):
                 try:
-                    n, addr = recv(buf)
+                    data, addr = recv(MAX_DATAGRAM)
                 except BlockingIOError:
                     break
                 except OSError as exc:  # e.g. ICMP errors queued on the socket
                     self._log_error("sniffer: recvfrom failed: %s", exc)
                     break
-                handle(bytes(view[:n]), addr[0], clock())
+                handle(data, addr[0], clock())
             else:
                 await trio.lowlevel.checkpoint()  # a full drain: let others run
 
