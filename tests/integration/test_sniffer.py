@@ -391,3 +391,22 @@ KAZOO_UA_MAP = {
         "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"},
     }
 }
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        register(RFC8599_APNS),
+        register(RFC8599_APNS).replace(b"\r\n", b"\n"),  # LF only: parsed at once
+        register(RFC8599_APNS).replace(b"Call-ID:", b"i:"),
+        register(RFC8599_APNS).replace(b"Call-ID: ", b"Call-ID:\r\n\t"),  # folded
+        register(RFC8599_APNS).replace(b"CSeq: 1 REGISTER", b"cseq:1 REGISTER"),
+    ],
+)
+def test_register_layouts_all_register(variant: bytes) -> None:
+    sniffer, store = direct()
+    sniffer.handle_datagram(hep(variant), "127.0.0.1", 1.0)
+    sniffer.handle_datagram(hep(response(200)), "127.0.0.1", 2.0)
+    assert [d.token for d in store.devices()] == [TOKEN]
+    stats = sniffer.statistics()
+    assert stats["registers_lazy"] + stats["parsed"] == 1
