@@ -62,6 +62,7 @@ from .credentials import (
 )
 from .http import HttpRequest, HttpResponse
 from .oauth import OAuthClient
+from .payload import TemplateError, check_template
 from .transport import (
     ConnectError,
     ConnectionLost,
@@ -75,6 +76,8 @@ from .transport import (
 __all__ = [
     "CredentialError",
     "Providers",
+    "TemplateError",
+    "check_template",
     "load_apple_cert",
     "load_apple_token_key",
     "load_service_account",
@@ -380,7 +383,18 @@ class Providers:
             log.info("credentials of %s changed: closing its old pool", app_id)
             self._nursery.start_soon(pool.aclose)
 
+    def forget_app(self, app_id: str) -> None:
+        """The app was removed: close its pool (GOAWAY) unless another app shares it."""
+        key = self._app_pools.get(app_id)
+        if key is not None:
+            self._retire(app_id, key)
+
     def statistics(self) -> dict[str, Any]:
+        """`pools`, `connections` (total), `connections_per_pool` ("kind origin cred" ->
+        count), `pushes` (count per outcome: delivered, token_invalid, retry_later,
+        auth_failed, rejected), `retries`, `provider_tokens_generated`, `oauth_exchanges`,
+        and `pool_details` (per pool: connects, connect_failures, replays, goaways, open
+        streams)."""
         pools = [
             {"kind": key.kind, "credential": key.credential[:8], **pool.statistics()}
             for key, pool in self._pools.items()

@@ -381,3 +381,18 @@ def test_payload_json_is_recorded() -> None:
 
     record = Received("t", "/3/device/t", {}, json.dumps({"a": 1}).encode(), "200", 1, 1, 0.0, True)
     assert record.payload() == {"a": 1} and record.delivered
+
+
+async def test_forget_app_closes_its_pool(nursery: trio.Nursery) -> None:
+    server = FakeApns()
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        app = cert_app(server)
+        async with Providers(ca_file=server.ca_file) as providers:
+            assert isinstance(
+                await providers.send(app, apple_device(), MESSAGE, expires_at=expires()), Delivered
+            )
+            providers.forget_app(app.app_id)
+            await server.wait_open_connections(0)
+            stats = providers.statistics()
+    assert stats["pools"] == 0
