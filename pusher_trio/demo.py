@@ -451,6 +451,15 @@ def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = Fals
         return 2
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    try:  # the stand-ins need the test extras (trustme makes their throw-away CA)
+        for module in ("load.certs", "load.fake_apns", "load.fake_fcm"):
+            importlib.import_module(module)
+    except ImportError as exc:
+        sys.stderr.write(
+            f"pusher-trio: error: the demo's stand-ins need {exc.name or 'a test package'}:"
+            " install the test extras (pip install -e '.[test]')\n"
+        )
+        return 2
     from .logs import reset_logging, setup_logging
 
     setup_logging("error", "text")  # the timeline is the output; only errors besides it

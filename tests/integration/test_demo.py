@@ -72,3 +72,20 @@ def test_demo_without_a_checkout_exits_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "needs a source checkout" in err
+
+
+def test_demo_without_the_test_extras_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = demo.importlib.import_module
+
+    def missing(name: str) -> object:
+        if name == "load.certs":
+            raise ModuleNotFoundError("No module named 'trustme'", name="trustme")
+        return real(name)
+
+    monkeypatch.setattr(demo.importlib, "import_module", missing)
+    assert demo.main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "trustme" in err and "[test]" in err
