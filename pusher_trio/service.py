@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import attrs
 import cattrs
@@ -134,6 +134,26 @@ def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable
             for form in {token, quote(token, safe="")}:
                 text = text.replace(form, mask_token(token))
     return text
+
+
+def normalize_aor(text: str) -> str:
+    """'sip:Alice@Example.COM:5060;transport=tcp' -> 'Alice@example.com', as registrations key it.
+
+    Kamailio may pass `$tu` or `$ru` as they are; device records use To-URI user@host
+    (host lowercased, user percent-decoded, no port or params).
+    """
+    aor = text.strip().strip("<>")
+    if aor[:5].lower() == "sips:":
+        aor = aor[5:]
+    elif aor[:4].lower() == "sip:":
+        aor = aor[4:]
+    aor = aor.split(";", 1)[0].split("?", 1)[0]
+    user, at, host = aor.rpartition("@")
+    if not host.startswith("[") and host.count(":") == 1:
+        host = host.split(":", 1)[0]  # a port (IPv6 hosts are bracketed)
+    if "%" in user:
+        user = unquote(user)
+    return f"{user}{at}{host.lower()}"
 
 
 def shown_device_id(device: Device) -> str:
@@ -444,9 +464,7 @@ class Service:
 
         if not isinstance(params.get("aor", ""), str):
             raise InvalidParams("aor must be a string (user@domain)")
-        aor = text("aor").strip()
-        if aor.lower().startswith(("sip:", "sips:")):
-            aor = aor.split(":", 1)[1]
+        aor = normalize_aor(text("aor"))
         timeout = params.get("timeout")
         if timeout is None:
             seconds = self.wait_timeout
@@ -790,7 +808,8 @@ class Service:
         if aor is not None and not isinstance(aor, str):
             raise InvalidParams("aor must be a string")
         names = self._token_param_names()
-        devices = sorted(self.store.devices(aor or None), key=lambda d: (d.aor, d.device_id))
+        wanted = normalize_aor(aor) if aor else None
+        devices = sorted(self.store.devices(wanted), key=lambda d: (d.aor, d.device_id))
         return {"devices": [self.device_view(d, names) for d in devices]}
 
     async def rpc_devices_remove(self, params: dict[str, JSON], received: float) -> JSON:
@@ -800,7 +819,7 @@ class Service:
             raise InvalidParams("aor is required")
         if token is not None and not isinstance(token, str):
             raise InvalidParams("token must be a string")
-        return {"removed": self.store.remove_devices(aor, token or None)}
+        return {"removed": self.store.remove_devices(normalize_aor(aor), token or None)}
 
     # --- apps -------------------------------------------------------------------------------------
     async def rpc_apps_add(self, params: dict[str, JSON], received: float) -> JSON:

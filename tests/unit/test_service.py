@@ -28,7 +28,7 @@ from pusher_trio.model import (
     TokenInvalid,
     mask_token,
 )
-from pusher_trio.service import Service, mask_contact
+from pusher_trio.service import Service, mask_contact, normalize_aor
 from pusher_trio.store import MemoryStore, unstructure_app
 from pusher_trio.waiters import Waiters
 from tests.unit.control.fakes import (
@@ -669,3 +669,18 @@ async def test_a_later_request_keeps_the_shared_push_going_past_the_first_deadli
             service.on_registered(registered(ALICE, [apple_device()]))
     assert outcomes["long"]["pushes"][0]["outcome"] == "delivered"
     assert len(pusher.sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("alice@example.com", "alice@example.com"),
+        ("sip:alice@Example.COM", "alice@example.com"),
+        ("<sips:alice@example.com:5061;transport=tls>", "alice@example.com"),
+        ("sip:al%69ce@example.com?x=y", "alice@example.com"),
+        ("sip:alice@[2001:db8::1]", "alice@[2001:db8::1]"),
+        ("  alice@example.com  ", "alice@example.com"),
+    ],
+)
+def test_normalize_aor(given: str, expected: str) -> None:
+    assert normalize_aor(given) == expected
