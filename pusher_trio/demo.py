@@ -269,9 +269,26 @@ async def _phone_flow(
         f"{device.get('type')} app {device.get('app')} token {device.get('token')}"
         f"{' (voip)' if device.get('push_type') == 'voip' else ''}",
     )
+    first = {
+        "APNs": "a new HTTP/2 + TLS connection",
+        "FCM": "an OAuth token exchange and a new HTTP/2 + TLS connection",
+    }
+    await _call(timeline, phone, mirror, kamailio, delivered, provider, first.get(provider, ""))
+    await _call(timeline, phone, mirror, kamailio, delivered, provider, "")
+
+
+async def _call(
+    timeline: Timeline,
+    phone: Phone,
+    mirror: Mirror,
+    kamailio: RpcClient,
+    delivered: trio.MemoryReceiveChannel[str],
+    provider: str,
+    first_cost: str,
+) -> None:
+    """The phone sleeps, a call arrives, Kamailio asks for a push and waits for the REGISTER."""
     mirror.send(phone, phone.register(0))
     timeline.note("phone sleeps", "REGISTER expires=0 (app suspended, no contact left)")
-
     call_id = f"demo-call-{secrets.token_hex(4)}"
     call_start = timeline.note(
         "call arrives", f"INVITE for {phone.aor}: Kamailio calls push (call-id {call_id})"
@@ -294,9 +311,10 @@ async def _phone_flow(
         nursery.start_soon(ask)
         with trio.fail_after(STEP_TIMEOUT):
             token = await delivered.receive()
+        cost = f" (first push: {first_cost})" if first_cost else " (connection reused)"
         timeline.note(
             "push sent",
-            f"{provider} stand-in accepted the push for {mask_token(token)}",
+            f"{provider} stand-in accepted the push for {mask_token(token)}{cost}",
             since=call_start,
         )
         await trio.sleep(WAKE_DELAY)
