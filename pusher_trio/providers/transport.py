@@ -545,15 +545,18 @@ class Connection:
         self._last_received = trio.current_time()
         self._incoming.write(data)
         chunks = []
+        alive = True
         while True:
             try:
                 chunk = self._tls.read(TLS_READ_SIZE)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
-                return False
+            except ssl.SSLZeroReturnError:  # close_notify: what came before still counts
+                alive = False
+                break
             if not chunk:
-                return False
+                alive = False
+                break
             chunks.append(chunk)
         if chunks:
             try:
@@ -563,7 +566,7 @@ class Connection:
                     f"HTTP/2 error from {self.origin.authority}: {error}"
                 ) from error
             self._handle(events)
-        return True
+        return alive
 
     def _handle(self, events: Iterable[h2.events.Event]) -> None:
         streams = self._streams
