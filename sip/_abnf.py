@@ -85,8 +85,10 @@ GENERIC_PARAM_RE = re.compile(
 # name-addr = [ display-name ] LAQUOT addr-spec RAQUOT
 # display-name = *(token LWS)/ quoted-string
 # addr-spec without <> cannot hold ; , ? (RFC 3261 §20.10: such URIs MUST be in <>),
-# so its ;params belong to the header.
-NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<"]*?))[ \t]*<([^<>]*)>')
+# so its ;params belong to the header. An unquoted display name is wider than
+# *(token LWS) (UTF-8 names are common) but never holds < > " , ; or ":", so a bare
+# URI before a comma is never taken for one.
+NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<>",;:]*?))[ \t]*<([^<>]*)>')
 ADDR_SPEC_RE = re.compile(r'[ \t]*([^\s;,<>"]+)')
 
 # Obsolete line folding (RFC 3261 §7.3.1): a line starting with SP or HTAB continues

@@ -342,7 +342,8 @@ def parse_contacts(value: str) -> list[Contact]:
     """
     end = len(value)
     pos = _skip_ws(value, 0, end)
-    if value.startswith("*", pos):
+    if value.startswith("*", pos) and value[pos + 1 :].lstrip(" \t")[:1] in ("", ";"):
+        # STAR (params after it are tolerated); "* <sip:...>" is a display name "*".
         params, pos = _parse_params(value, pos + 1, end)
         if _skip_ws(value, pos, end) != end:
             raise SipParseError("junk after Contact: *")

@@ -41,6 +41,7 @@ CONTACTS: list[tuple[str, list[tuple[Any, ...]]]] = [
     ("*", [(None, "*", {}, None, True)]),
     (" * ", [(None, "*", {}, None, True)]),
     ("*;expires=0", [(None, "*", {"expires": "0"}, None, True)]),
+    ("* <sip:a@h>", [("*", "sip:a@h", {}, None, False)]),
 ]  # fmt: skip
 
 
@@ -96,6 +97,7 @@ BAD_CONTACTS = [
     '<sip:a@h>;p"x"',
     '<sip:a@h>;p=x"y"',
     "* junk",
+    "*;x junk",
     "*, <sip:a@h>",
     "<>",
     "<sip:@h>",
