@@ -78,3 +78,15 @@ def test_truncated_block_is_a_decoding_error() -> None:
     block = hpack.Encoder().encode([(b"x-custom", b"value")])
     with pytest.raises(HPACKDecodingError):
         CachingDecoder().decode(block[:-2], raw=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_caching_decoder_garbage_raises_only_hpack_errors(data: bytes) -> None:
+    from hpack.exceptions import HPACKError
+
+    try:
+        headers = CachingDecoder().decode(data, raw=True)
+    except HPACKError:
+        return
+    assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in headers)
