@@ -181,7 +181,9 @@ class Flow:
 
 
 @contextlib.asynccontextmanager
-async def open_flow(tmp: Path, **defines: str | int | None) -> AsyncIterator[Flow]:
+async def open_flow(
+    tmp: Path, hep_auth_key: str = "", **defines: str | int | None
+) -> AsyncIterator[Flow]:
     authority = Authority()
     holder: list[Flow] = []
 
@@ -194,7 +196,12 @@ async def open_flow(tmp: Path, **defines: str | int | None) -> AsyncIterator[Flo
     async with trio.open_nursery() as nursery:
         apns_port = await nursery.start(apns.serve)
         await nursery.start(fcm.serve)
-        sidecar = Sidecar(tmp / "sidecar", ca_file=apns.ca_file, wait_timeout=PUSH_TIMEOUT)
+        sidecar = Sidecar(
+            tmp / "sidecar",
+            ca_file=apns.ca_file,
+            wait_timeout=PUSH_TIMEOUT,
+            hep_auth_key=hep_auth_key,
+        )
         await trio.to_thread.run_sync(sidecar.start)
         kam = None
         try:
@@ -427,3 +434,26 @@ async def test_register_failing_authentication_never_changes_the_token(tmp_path:
         listed = await flow.control("devices.list", {"aor": "ivan@127.0.0.1"})
     assert [d["token"] for d in listed["devices"]] == [mask(good.token)]
     assert listed["devices"][0]["state"] == "valid"
+
+
+@pytest.mark.parametrize("kamailio_key", ["s3cret", "wrong"])
+async def test_hep_auth_key_is_sent_by_kamailio_and_checked_by_the_sniffer(
+    tmp_path: Path, kamailio_key: str
+) -> None:
+    async with open_flow(
+        tmp_path, hep_auth_key="s3cret", PUSHER_HEP_AUTH_KEY=quoted(kamailio_key)
+    ) as flow:
+        phone = ios_phone("judy")
+        with trio.fail_after(20):
+            res = await flow.register(phone)
+            assert res.returncode == 0, res.stdout
+            status = await eventually(
+                lambda: flow.control("status"), lambda s: s["datagrams"]["received"] >= 2
+            )
+        device = await flow.device(phone)
+    if kamailio_key == "s3cret":
+        assert device is not None
+        assert status["datagrams"]["dropped_auth"] == 0
+    else:
+        assert device is None
+        assert status["datagrams"]["dropped_auth"] == 2
