@@ -65,9 +65,9 @@ http {{
         ssl_certificate {tmp}/server.pem;
         ssl_certificate_key {tmp}/server.key;
         ssl_protocols TLSv1.2 TLSv1.3;
-        keepalive_requests 10000000;
+        keepalive_requests {keepalive_requests};
         keepalive_timeout 600s;
-        http2_max_requests 10000000;
+        http2_max_requests {keepalive_requests};
         http2_max_concurrent_streams 1000;
         location /3/device/ {{
             add_header apns-id $http_apns_id always;
@@ -85,8 +85,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def nginx(authority: Authority) -> Iterator[tuple[int, str]]:
-    """Start our own nginx on a free loopback port; yields (port, CA file)."""
+def nginx(authority: Authority, keepalive_requests: int = 10_000_000) -> Iterator[tuple[int, str]]:
+    """Start our own nginx on a free loopback port; yields (port, CA file).
+
+    `keepalive_requests`: streams per connection before nginx sends GOAWAY.
+    """
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
         raise FileNotFoundError("nginx is not installed (Debian: nginx-light)")
@@ -98,7 +101,9 @@ def nginx(authority: Authority) -> Iterator[tuple[int, str]]:
         conf = Path(tmp, "nginx.conf")
         for attempt in range(5):
             port = free_port()
-            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+            conf.write_text(
+                NGINX_CONF.format(tmp=tmp, port=port, keepalive_requests=keepalive_requests)
+            )
             process = subprocess.Popen(
                 [binary, "-c", str(conf), "-p", tmp, "-e", f"{tmp}/error.log"],
                 stdout=subprocess.DEVNULL,

@@ -192,7 +192,7 @@ def goaway_reason(debug_data: bytes | None) -> str:
 
 
 class _H2Client(h2.connection.H2Connection):
-    """h2's connection with an O(1) count of open outbound streams.
+    """h2's client connection, with GOAWAY handled per RFC 9113 §6.8 and an O(1) stream count.
 
     h2 walks every stream to count the open ones each time a stream starts (O(n) per
     request, 8 % of the send path with 100 in flight). The owning `Connection` already
@@ -206,6 +206,20 @@ class _H2Client(h2.connection.H2Connection):
         super().__init__(config=_h2_config())
         self._our_streams = streams
         self._since_sweep = 0
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        """RFC 9113 §6.8: after GOAWAY the streams up to last_stream_id still complete.
+
+        h2 closes its state machine on GOAWAY and refuses every later frame, even the
+        answers the server sends right after it in the same read (nginx and APNs do),
+        and drops what we had queued. Keep the connection open for those streams and
+        keep the queue; `Connection` starts no new stream once it has seen GOAWAY.
+        """
+        pending = bytes(self._data_to_send)
+        frames, events = super()._receive_goaway_frame(frame)
+        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        self._data_to_send = bytearray(pending) + self._data_to_send
+        return frames, events
 
     @property
     def open_outbound_streams(self) -> int:
@@ -634,11 +648,8 @@ class Connection:
             stream = self._streams.pop(stream_id)
             stream.error = _Replay()
             stream.done.set()
-        # h2 closes its state machine on GOAWAY, but RFC 9113 §6.8 lets the streams at or
-        # below last_stream_id finish: reopen it so their responses are still accepted.
-        # No new stream is started here (`usable` is False from now on).
-        if self._streams:
-            self._h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        # The streams at or below last_stream_id go on (see _H2Client); none starts here
+        # any more (`usable` is False from now on).
         self._changed()
 
     def statistics(self) -> dict[str, int]:
