@@ -457,3 +457,26 @@ async def test_hep_auth_key_is_sent_by_kamailio_and_checked_by_the_sniffer(
     else:
         assert device is None
         assert status["datagrams"]["dropped_auth"] == 2
+
+
+async def test_sidecar_down_gives_480_at_once_and_kamailio_reconnects_after_restart(
+    flow: Flow,
+) -> None:
+    phone = ios_phone("kate")
+    with trio.fail_after(60):
+        await flow.asleep(phone)
+        await trio.to_thread.run_sync(flow.sidecar.stop)
+        start = trio.current_time()
+        res = await flow.call("call_failed.xml", phone.user)
+        assert res.returncode == 0, res.stdout + flow.debug()
+        assert res.statuses()[-1] == (480, "Temporarily Unavailable (push sidecar unreachable)")
+        assert trio.current_time() - start < 2
+        # same ports, same store: janssonrpcc reconnects on its own
+        await trio.to_thread.run_sync(flow.sidecar.start)
+        await eventually(
+            lambda: flow.control("status"),
+            lambda s: s.get("control", {}).get("connections", 2) >= 2,
+        )
+        res = await flow.call("call_answered.xml", phone.user)
+    assert res.returncode == 0, res.stdout + flow.debug()
+    assert flow.pushes_to(phone) == 1
