@@ -314,6 +314,8 @@ class StandIn:
         connection = _ServerConnection(self, stream, next(self._ids))
         try:
             await connection.run()
+        except Exception:  # one broken connection never stops the stand-in
+            log.exception("%s: connection %d failed", self.name, connection.info.id)
         finally:
             self.open_connections -= 1
             self._connections_changed.set()
@@ -483,6 +485,13 @@ class _ServerConnection:
         self.in_flight += 1
         try:
             await self._respond_inner(request, token, action)
+        except Exception:  # a stand-in bug fails this request only, loudly
+            log.exception("%s: answering %s failed", self.server.name, request.path)
+            try:
+                self.h2.reset_stream(request.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+            await self.flush()
         finally:
             self.in_flight -= 1
             if self.last_processed is not None and self.in_flight == 0:
