@@ -302,7 +302,10 @@ class Providers:
             if token is not None:
                 return token
             if self._oauth is None:
-                self._oauth = OAuthClient(self.ca_file)
+                try:
+                    self._oauth = OAuthClient(self.ca_file)
+                except (OSError, ValueError) as error:  # ca_file unreadable
+                    return AuthFailed(f"TLS setup for the OAuth exchange: {error}")
             now = self._clock()
             result = await self._oauth.fetch(auth.service_account, now)
             if isinstance(result, tuple):
