@@ -129,10 +129,52 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         yield r
 
 
-def test_config_parses() -> None:
-    kam = Kamailio(rundir=Path("/tmp"), sip_port=free_port(), defines={"WITH_AUTH": None})
+@pytest.mark.parametrize(
+    "flags",
+    [(), ("WITH_AUTH",), ("WITH_AUTH", "WITH_MIRROR_BEFORE_AUTH"), ("WITH_DEBUG",)],
+    ids=lambda f: "+".join(f) or "default",
+)
+def test_shipped_config_parses(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    kam = Kamailio(rundir=tmp_path, sip_port=free_port(), defines=dict.fromkeys(flags))
     kam.check()
     assert KAMAILIO_CFG.exists()
+
+
+OPERATOR_CFG = """#!KAMAILIO
+listen=udp:127.0.0.1:{port}
+children=1
+disable_tcp=yes
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+include_file "{role}"
+request_route {{
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{ route(PUSHER_CANCEL); t_relay(); }}
+        exit;
+    }}
+    if (is_method("REGISTER")) {{
+        route(PUSHER_MIRROR_REGISTER);
+        save("location");
+        exit;
+    }}
+    route(PUSHER_LOCATION);
+}}
+"""
+
+
+def test_role_drops_into_another_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "operator.cfg"
+    cfg.write_text(
+        OPERATOR_CFG.format(port=free_port(), role=KAMAILIO_CFG.parent / "pusher-role.cfg")
+    )
+    kam = Kamailio(rundir=tmp_path, sip_port=free_port(), cfg=cfg)
+    kam.check()
 
 
 async def test_register_is_mirrored_as_hep(rig: Rig) -> None:
