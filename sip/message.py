@@ -274,9 +274,10 @@ def _unfold(lines: list[str]) -> list[str]:
     out: list[str] = [lines[0]]
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
-            if len(out) == 1:
-                raise SipParseError("continuation line before any header")
-            out[-1] = out[-1].rstrip(" \t\r") + " " + line.strip(" \t\r")
+            previous = out[-1].rstrip(" \t\r")
+            if len(out) == 1 or not previous:
+                raise SipParseError("continuation line without a header before it")
+            out[-1] = previous + " " + line.strip(" \t\r")
         else:
             out.append(line)
     return out

@@ -533,6 +533,7 @@ MALFORMED = [
         build(start="REGISTER sip:example.com SIP/2.0\r\n folded-first-line"),
         id="fold-before-header",
     ),
+    pytest.param(build("X-A: 1", " more", "\r", " continued"), id="fold-onto-blank-line"),
     pytest.param(build("Content-Length: abc"), id="content-length-not-digits"),
     pytest.param(build("Content-Length: 123456"), id="content-length-six-digits"),
     pytest.param(build("Content-Length: 10", body="short"), id="content-length-past-end"),
