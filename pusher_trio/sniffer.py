@@ -201,7 +201,11 @@ class Sniffer:
         self.addresses: list[tuple[str, int]] = []
 
     # --- the shell -------------------------------------------------------------------
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
         """Bind every listener, report [(host, port), ...], then read until cancelled."""
         socks: list[socket.socket] = []
         try:
