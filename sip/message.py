@@ -251,17 +251,20 @@ def _parse(data: bytes) -> Request | Response:
 def _index(lines: list[str]) -> dict[str, list[str]]:
     """Index header lines (``lines[0]`` is the start line) by header key."""
     index: dict[str, list[str]] = {}
-    keys = _KEYS
-    for i in range(1, len(lines)):
-        name, colon, value = lines[i].partition(":")
-        key = keys.get(name)
+    index_get = index.get
+    keys_get = _KEYS.get
+    it = iter(lines)
+    next(it)
+    for line in it:
+        name, colon, value = line.partition(":")
+        key = keys_get(name)
         if key is None or not colon:
             if name[:1] in (" ", "\t"):
                 raise _Folded
             if not colon:
                 raise SipParseError(f"header line without a colon: {name[:40]!r}")
             key = header_key(name)
-        values = index.get(key)
+        values = index_get(key)
         if values is None:
             index[key] = [value.strip(" \t\r")]
         else:
