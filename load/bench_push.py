@@ -4,12 +4,12 @@ One connection, 100 requests in flight, against a local nginx (Debian nginx-ligh
 answering `POST /3/device/...` with 200 and the echoed apns-id, like APNs does. nginx
 saturates far above any Python client, so the figures compare the clients.
 
-    python -m load.bench_push [--seconds 3] [--rounds 3] [--inflight 100]
+    python -m load.bench_push [--seconds 2.5] [--rounds 4] [--inflight 100]
 
 `main()` returns the figures as a dict (load/bench.py prints a row from it): pushes per
 second of wall-clock time and per CPU-second of the client thread (the second stays
 meaningful when other work shares the machine), medians of alternating runs. Bounded:
-each run lasts `--seconds` after a 0.5 s warm-up; the default whole run takes ~22 s.
+each run lasts `--seconds` after a 0.5 s warm-up; the default whole run takes ~26 s.
 The nginx process is ours and is stopped by its PID.
 """
 
@@ -281,9 +281,9 @@ def _in_thread(function: Any, *args: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per run")
+    parser.add_argument("--seconds", type=float, default=2.5, help="measured time per run")
     parser.add_argument("--inflight", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per client")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating runs per client")
     # Called from load/bench.py without arguments: do not read that program's sys.argv.
     args = parser.parse_args(argv if argv is not None else [])
     authority = Authority()

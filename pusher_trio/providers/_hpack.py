@@ -18,7 +18,12 @@ from hpack import Decoder
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
-from hpack.huffman_table import decode_huffman
+from hpack.huffman_table import (
+    HUFFMAN_COMPLETE,
+    HUFFMAN_EMIT_SYMBOL,
+    HUFFMAN_FAIL,
+    HUFFMAN_TABLE,
+)
 from hpack.table import HeaderTable
 
 # Fields that change with every request: encoded each time, never cached.
@@ -28,6 +33,8 @@ VOLATILE = frozenset(
 CACHE_LIMIT = 1024
 
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+_STATIC: tuple[tuple[bytes, bytes], ...] = ((b"", b""), *HeaderTable.STATIC_TABLE)  # 1-based
+_STATIC_LEN = len(HeaderTable.STATIC_TABLE)
 _STATIC_FULL: dict[tuple[bytes, bytes], int] = {}
 _STATIC_NAME: dict[bytes, int] = {}
 for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
@@ -109,6 +116,55 @@ class StatelessEncoder:
         return bytes(out)
 
 
+# Huffman decoding a byte at a time (RFC 7541 §5.2, Appendix B). hpack's table steps
+# through 4-bit nibbles; rows of 256 byte transitions are built from it, per state, the
+# first time a state is met (a few dozen states cover real traffic), which halves the
+# Python loop iterations and removes the flag tests from the common path.
+_HuffmanRow = list[tuple[int, bytes, bool] | None]
+_HUFFMAN_ROWS: list[_HuffmanRow | None] = [None] * 256
+
+
+def _huffman_row(state: int) -> _HuffmanRow:
+    row: _HuffmanRow = []
+    for byte in range(256):
+        out = bytearray()
+        current = state
+        complete = False
+        failed = False
+        for nibble in (byte >> 4, byte & 0x0F):
+            current, flags, symbol = HUFFMAN_TABLE[current * 16 + nibble]
+            if flags & HUFFMAN_FAIL:
+                failed = True
+                break
+            if flags & HUFFMAN_EMIT_SYMBOL:
+                out.append(symbol)
+            complete = bool(flags & HUFFMAN_COMPLETE)
+        row.append(None if failed else (current, bytes(out), complete))
+    _HUFFMAN_ROWS[state] = row
+    return row
+
+
+def decode_huffman(data: bytes) -> bytes:
+    """Same result and errors as `hpack.huffman_table.decode_huffman`, faster."""
+    if not data:
+        return b""
+    rows = _HUFFMAN_ROWS
+    row = rows[0] or _huffman_row(0)
+    out = bytearray()
+    complete = False
+    for byte in data:
+        entry = row[byte]
+        if entry is None:
+            raise HPACKDecodingError("Invalid Huffman string")
+        state, symbols, complete = entry
+        if symbols:
+            out += symbols
+        row = rows[state] or _huffman_row(state)
+    if not complete:
+        raise HPACKDecodingError("Incomplete Huffman string")
+    return bytes(out)
+
+
 def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
     """RFC 7541 §5.1 from data[pos]; returns (value, next position)."""
     limit = (1 << prefix_bits) - 1
@@ -158,16 +214,11 @@ class CachingDecoder(Decoder):
             self._strings[raw] = decoded
         return decoded, end
 
-    def _literal(self, data: bytes, pos: int, index: int) -> tuple[bytes, bytes, int]:
-        if index:
-            name = self.header_table.get_by_index(index)[0]
-        else:
-            name, pos = self._string(data, pos)
-        value, pos = self._string(data, pos)
-        return name, value, pos
-
     def decode(self, data: bytes, raw: bool = False) -> list[Any]:
+        # One loop with the common cases inline (one-byte integers, static-table names,
+        # cached Huffman strings): function calls are most of the cost in Python.
         table = self.header_table
+        strings = self._strings
         headers: list[tuple[bytes, bytes]] = []
         size = 0
         pos = 0
@@ -177,25 +228,65 @@ class CachingDecoder(Decoder):
             while pos < end:
                 first = data[pos]
                 if first & 0x80:  # §6.1 indexed
-                    index, pos = _integer(data, pos, 7)
+                    index = first & 0x7F
+                    if index == 0x7F:
+                        index, pos = _integer(data, pos, 7)
+                    else:
+                        pos += 1
                     if index == 0:
                         raise HPACKDecodingError("index 0")
-                    name, value = table.get_by_index(index)
-                elif first & 0x40:  # §6.2.1 literal with incremental indexing
-                    index, pos = _integer(data, pos, 6)
-                    name, value, pos = self._literal(data, pos, index)
-                    table.add(name, value)
-                elif first & 0x20:  # §6.3 dynamic table size update
-                    if seen_field:
-                        raise HPACKDecodingError("table size update after a header field")
-                    new_size, pos = _integer(data, pos, 5)
-                    if new_size > self.max_allowed_table_size:
-                        raise InvalidTableSizeError(f"table size {new_size} over the limit")
-                    self.header_table_size = new_size
-                    continue
-                else:  # §6.2.2 / §6.2.3 literal without indexing / never indexed
-                    index, pos = _integer(data, pos, 4)
-                    name, value, pos = self._literal(data, pos, index)
+                    name, value = (
+                        _STATIC[index] if index <= _STATIC_LEN else table.get_by_index(index)
+                    )
+                else:
+                    if first & 0x40:  # §6.2.1 literal with incremental indexing
+                        prefix = 0x3F
+                    elif first & 0x20:  # §6.3 dynamic table size update
+                        if seen_field:
+                            raise HPACKDecodingError("table size update after a header field")
+                        new_size, pos = _integer(data, pos, 5)
+                        if new_size > self.max_allowed_table_size:
+                            raise InvalidTableSizeError(f"table size {new_size} over the limit")
+                        self.header_table_size = new_size
+                        continue
+                    else:  # §6.2.2 / §6.2.3 literal without indexing / never indexed
+                        prefix = 0x0F
+                    index = first & prefix
+                    if index == prefix:
+                        index, pos = _integer(data, pos, prefix.bit_length())
+                    else:
+                        pos += 1
+                    if index:
+                        name = (
+                            _STATIC[index][0]
+                            if index <= _STATIC_LEN
+                            else table.get_by_index(index)[0]
+                        )
+                    else:
+                        name, pos = self._string(data, pos)
+                    # the value (§5.2), inline
+                    byte = data[pos]
+                    length = byte & 0x7F
+                    if length == 0x7F:
+                        length, pos = _integer(data, pos, 7)
+                    else:
+                        pos += 1
+                    stop = pos + length
+                    if stop > end:
+                        raise HPACKDecodingError("truncated string")
+                    value = data[pos:stop]
+                    pos = stop
+                    if byte & 0x80:
+                        coded = value
+                        cached = strings.get(coded)
+                        if cached is None:
+                            cached = decode_huffman(coded)
+                            if len(strings) >= CACHE_LIMIT:
+                                strings.clear()
+                            strings[coded] = cached
+                        value = cached
+                    if prefix == 0x3F:
+                        table.add(name, value)
                 seen_field = True
                 size += len(name) + len(value) + 32
                 if size > self.max_header_list_size:

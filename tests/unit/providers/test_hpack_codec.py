@@ -90,3 +90,26 @@ def test_caching_decoder_garbage_raises_only_hpack_errors(data: bytes) -> None:
     except HPACKError:
         return
     assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in headers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60), st.binary(max_size=12))
+def test_huffman_decoder_matches_hpack(raw: bytes, garbage: bytes) -> None:
+    from hpack.exceptions import HPACKDecodingError
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+    from hpack.huffman_table import decode_huffman as reference
+
+    from pusher_trio.providers._hpack import decode_huffman
+
+    coded = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(raw)
+    assert decode_huffman(coded) == reference(coded) == raw
+    try:
+        expected: bytes | None = reference(garbage)
+    except HPACKDecodingError:
+        expected = None
+    try:
+        ours: bytes | None = decode_huffman(garbage)
+    except HPACKDecodingError:
+        ours = None
+    assert ours == expected
