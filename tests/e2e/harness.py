@@ -230,9 +230,11 @@ def sipp_argv(
     rate: float | None = None,
     timeout_s: float = 30,
     extra: Sequence[str] = (),
+    nice: int = 0,
 ) -> list[str]:
     assert SIPP is not None
-    argv = [
+    argv = ["nice", "-n", str(nice)] if nice else []
+    argv += [
         SIPP,
         f"127.0.0.1:{remote}",
         "-sf", str(SIPP_DIR / scenario),
