@@ -1,10 +1,21 @@
 """Sans-IO SIP: message parser, header/URI/param grammar, HEPv3 codec (stdlib only).
 
-Entry points: :func:`parse_message` (bytes -> :class:`Request` | :class:`Response`,
-raising only :class:`SipParseError`), :func:`parse_uri`, :func:`parse_name_addr`,
-:func:`decode_hep` / :func:`encode_hep`. Parameter names are lowercased and
-values kept as written (quoted values lose their quotes); use
-:func:`percent_decode` / :func:`unquote_param` for their meaning.
+Entry points: :func:`parse_message` (bytes -> :class:`Request` | :class:`Response`),
+:func:`parse_uri`, :func:`parse_name_addr`, :func:`parse_contacts`,
+:func:`decode_hep` / :func:`encode_hep`. No I/O, no clock, no threads.
+
+Errors. Parsers raise :class:`SipParseError` (``HepParseError`` for HEP) and nothing
+else; ``load/fuzz.py`` checks that promise. ``parse_message`` checks the start line,
+the header block (limits: 65535 bytes, 256 header lines, 8 KiB per header), Call-ID,
+CSeq and Content-Length; everything else is parsed on first use (``contacts()``,
+``to``, ``from_``, ``expires``, ``uri``) and raises ``SipParseError`` then.
+
+Values. Header values are kept verbatim (blanks around them and line folding
+removed). Parameter names are lowercased; unquoted values are kept as written, *not*
+percent-decoded (``%3A`` stays); a quoted value (``+sip.instance="<urn:uuid:...>"``)
+loses its quotes and backslash escapes; a flag (``;lr``) is ``None``; when a name
+repeats, the last one wins. ``SipUri.user`` is as written too. Call
+:func:`percent_decode` / :func:`unquote_param` for the meaning of a value.
 
 Note: this top-level package shadows the unrelated ``sip`` module of PyQt when
 both are installed in one environment.

@@ -39,9 +39,6 @@ QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 CSEQ_RE = re.compile(r"([0-9]{1,10})[ \t]+(" + TOKEN + r")")
 MAX_CSEQ = 2**31 - 1
 
-# delta-seconds = 1*DIGIT   (Expires, expires param; RFC 3261 §20.19)
-DELTA_SECONDS_RE = re.compile(r"[0-9]{1,10}")
-
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )   (RFC 3986 §3.1)
 SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 
@@ -52,9 +49,6 @@ SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 # Wider than the RFC: "_" is accepted in labels (seen in SRV-style names).
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9_\-.]+")
 IPV6_REFERENCE_RE = re.compile(r"\[[0-9A-Fa-f:.]{2,45}\]")
-
-# port = 1*DIGIT
-PORT_RE = re.compile(r"[0-9]{1,5}")
 
 # SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]   (and "sips:")
 # The usual shape only: user without password, host, optional port, ";params",
@@ -69,16 +63,13 @@ SIP_URI_FAST_RE = re.compile(
     re.IGNORECASE,
 )
 
-# Characters never allowed anywhere in a URI: controls, space, DEL and the three
-# delimiters of the name-addr around it (RFC 3261 §25.1: only "escaped" may carry them).
-URI_FORBIDDEN_RE = re.compile(r'[\x00-\x20\x7f<>"]')
-
 # generic-param = token [ EQUAL gen-value ]
 # gen-value = token / host / quoted-string
-# Wider than the RFC: an unquoted value is anything up to ; , whitespace or a quote
-# (phones put ":" "/" "=" and "[...]" there).
+# Wider than the RFC: an unquoted value is anything up to ; , a blank or a quote
+# (phones put ":" "/" "=" and "[...]" there). Blanks are SP HTAB CR LF only, as in
+# the split fast path of sip.headers.
 GENERIC_PARAM_RE = re.compile(
-    r'[ \t]*;[ \t]*([^\s;,="]+)(?:[ \t]*=[ \t]*(' + QUOTED_STRING + r'|[^\s;,"]*))?'
+    r'[ \t]*;[ \t]*([^ \t\r\n;,="]+)(?:[ \t]*=[ \t]*(' + QUOTED_STRING + r'|[^ \t\r\n;,"]*))?'
 )
 
 # contact-param = (name-addr / addr-spec) *( SEMI contact-params )
@@ -89,8 +80,5 @@ GENERIC_PARAM_RE = re.compile(
 # *(token LWS) (UTF-8 names are common) but never holds < > " , ; or ":", so a bare
 # URI before a comma is never taken for one.
 NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<>",;:]*?))[ \t]*<([^<>]*)>')
-ADDR_SPEC_RE = re.compile(r'[ \t]*([^\s;,<>"]+)')
+ADDR_SPEC_RE = re.compile(r'[ \t]*([^ \t\r\n;,<>"]+)')
 
-# Obsolete line folding (RFC 3261 §7.3.1): a line starting with SP or HTAB continues
-# the previous header; the CRLF and leading whitespace become one SP.
-FOLD_RE = re.compile(r"\r?\n[ \t]+")

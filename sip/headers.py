@@ -233,7 +233,7 @@ def _params_split(text: str, pos: int, end: int) -> tuple[Params, int] | None:
         if comma >= 0:
             stop = quote = comma
         seg = text[pos:stop]
-        if " " in seg or "\t" in seg:
+        if " " in seg or "\t" in seg or "\r" in seg or "\n" in seg:
             return None
         parts = seg.split(";")
         if parts[0]:
@@ -278,6 +278,7 @@ def _params_re(text: str, pos: int, end: int) -> tuple[Params, int]:
 
 
 def _delta_seconds(value: str) -> int:
+    # delta-seconds = 1*DIGIT (RFC 3261 §20.19, §20.10 expires param)
     if not (value.isascii() and value.isdigit()):
         raise SipParseError(f"bad expires value {value[:20]!r}")
     return min(int(value), _MAX_DELTA)

@@ -192,6 +192,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
 
 
 def _parse_port(text: str) -> int:
+    # port = 1*DIGIT (and a 16-bit number)
     if not (text.isascii() and text.isdigit()) or len(text) > 5:
         raise SipParseError(f"bad port {text[:20]!r}")
     port = int(text)
