@@ -51,7 +51,7 @@ from tests.e2e.harness import (
     quoted,
 )
 
-# Niceness of the sipp load generators. 0: niced, sipp could not read its replies in time
+# Niceness of the sipp load generators: 0. Niced by 10, sipp could not read its replies in time
 # and its retransmissions snowballed (measured: reached rate fell from 9.5k/s to <1k/s).
 SIPP_NICE = 0
 TOKEN_BYTES = 32  # APNs device tokens are 32 bytes, 64 hex digits
@@ -147,6 +147,10 @@ class Rig:
             if ok(status):
                 return status
             await trio.sleep(0.1)
+
+
+def waiting_at_least(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: int(status.get("waiting", 0)) >= n
 
 
 async def until(ok: Callable[[], bool]) -> None:
@@ -524,7 +528,7 @@ async def wake_storm(workdir: Path, phones: int, rate: float, background: int) -
                     aors = [f"{bg_users[i % 4][0]}@127.0.0.1" for i in range(bg)]
                     nursery.start_soon(_park, rig.sidecar.control, aors, 110, 4, outcomes)
                     with trio.fail_after(30):
-                        await rig.until(lambda st, bg=bg: st.get("waiting", 0) >= bg)
+                        await rig.until(waiting_at_least(bg))
                 uas = SippProcess(
                     "uas_phone.xml", remote=rig.kamailio.sip_port, workdir=sub, name="uas", local_port=uas_port,
                     calls=phones, timeout_s=phones / rate + 60,
@@ -590,7 +594,7 @@ async def parked_calls(workdir: Path, count: int) -> None:
             aors = [f"{user}@127.0.0.1" for user, _ in users]
             nursery.start_soon(_park, rig.sidecar.control, aors, 110, 10, outcomes)
             with trio.fail_after(120):
-                status = await rig.until(lambda st: st.get("waiting", 0) >= count)
+                status = await rig.until(waiting_at_least(count))
             parked_s = time.monotonic() - start
             await trio.sleep(1.0)
             rss1 = rss_kib(pid)

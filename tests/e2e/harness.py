@@ -37,7 +37,7 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, both: bool = False) -> int:
     for _ in range(200):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            port = int(s.getsockname()[1])
         if port in _used_ports:
             continue
         if both:

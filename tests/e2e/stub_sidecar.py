@@ -45,7 +45,7 @@ class NetstringReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
-        out = []
+        out: list[bytes] = []
         while True:
             colon = self._buf.find(b":")
             if colon < 0:

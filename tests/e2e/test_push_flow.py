@@ -11,9 +11,10 @@ Kamailio relays the INVITE to the fresh contact. Cases 1-9 of issue 5.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,8 +183,9 @@ class Flow:
 
 @contextlib.asynccontextmanager
 async def open_flow(
-    tmp: Path, hep_auth_key: str = "", **defines: str | int | None
+    tmp: Path, *, hep_auth_key: str = "", defines: Mapping[str, str | int | None] | None = None
 ) -> AsyncIterator[Flow]:
+    """Stand-ins, `pusher-trio serve` with apps and mappings, Kamailio (extra `defines`)."""
     authority = Authority()
     holder: list[Flow] = []
 
@@ -221,7 +223,7 @@ async def open_flow(
                 ("config", "set-json", "User-Agents.MyApp", json.dumps(SEED_MAPPING)),
                 ("config", "set-json", "User-Agents.OtherApp", json.dumps(CUSTOM_MAPPING)),
             ):  # fmt: skip
-                await trio.to_thread.run_sync(lambda a=args: sidecar.cli(*a))
+                await trio.to_thread.run_sync(functools.partial(sidecar.cli, *args))
             kam = Kamailio(
                 rundir=tmp / "kam",
                 sip_port=free_port(),
@@ -233,7 +235,7 @@ async def open_flow(
                     "PUSHER_PUSH_TIMEOUT": PUSH_TIMEOUT,
                     "PUSHER_NO_ANSWER_MS": NO_ANSWER_MS,
                     "KAM_CHILDREN": 2,
-                    **defines,
+                    **(defines or {}),
                 },
             )
             await trio.to_thread.run_sync(kam.start)
@@ -410,7 +412,7 @@ async def test_register_failing_authentication_never_changes_the_token(tmp_path:
         # the sidecar sees the failed attempt and its 401s, and must ignore them
         "WITH_MIRROR_BEFORE_AUTH": None,
     }
-    async with open_flow(tmp_path, **defines) as flow:
+    async with open_flow(tmp_path, defines=defines) as flow:
         good = ios_phone("ivan")
         evil = Phone("ivan", secrets.token_hex(32), "")
         evil.cparams = f";pn-provider=apns;pn-prid={evil.token};pn-param={TEAM}.{IOS_BUNDLE}.voip"
@@ -440,9 +442,8 @@ async def test_register_failing_authentication_never_changes_the_token(tmp_path:
 async def test_hep_auth_key_is_sent_by_kamailio_and_checked_by_the_sniffer(
     tmp_path: Path, kamailio_key: str
 ) -> None:
-    async with open_flow(
-        tmp_path, hep_auth_key="s3cret", PUSHER_HEP_AUTH_KEY=quoted(kamailio_key)
-    ) as flow:
+    defines = {"PUSHER_HEP_AUTH_KEY": quoted(kamailio_key)}
+    async with open_flow(tmp_path, hep_auth_key="s3cret", defines=defines) as flow:
         phone = ios_phone("judy")
         with trio.fail_after(20):
             res = await flow.register(phone)
