@@ -151,6 +151,7 @@ class Providers:
         self._close_timeout = close_timeout
         self._pools: dict[PoolKey, Pool] = {}
         self._app_pools: dict[str, PoolKey] = {}
+        self._last_app: dict[str, tuple[App, Pool]] = {}
         self._provider_tokens = apns.ProviderTokenCache()
         self._fcm_accounts: dict[str, _FcmAccount] = {}
         self._oauth: OAuthClient | None = None
@@ -362,6 +363,16 @@ class Providers:
     def _pool_for(self, app: App) -> Pool:
         if self._nursery is None or self._closed:
             raise RuntimeError("Providers is not running (use `async with Providers(...)`)")
+        # The store hands out the same App object every time: skip hashing its secret.
+        seen = self._last_app.get(app.app_id)
+        if seen is not None and seen[0] is app and not seen[1].closed:
+            return seen[1]
+        pool = self._find_pool(app)
+        self._last_app[app.app_id] = (app, pool)
+        return pool
+
+    def _find_pool(self, app: App) -> Pool:
+        assert self._nursery is not None
         key = self._key_for(app)
         previous = self._app_pools.get(app.app_id)
         if previous is not None and previous != key:
@@ -379,6 +390,7 @@ class Providers:
     def _retire(self, app_id: str, key: PoolKey) -> None:
         """The app's credentials changed: close the old pool unless another app uses it."""
         del self._app_pools[app_id]
+        self._last_app.pop(app_id, None)
         if key in self._app_pools.values():
             return
         pool = self._pools.pop(key, None)

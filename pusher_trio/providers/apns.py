@@ -9,7 +9,9 @@ ES256 provider token per (team id, key id) and decides when a new one may be mad
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -48,6 +50,17 @@ TOKEN_REUSE = 40 * 60.0
 TOKEN_MIN_INTERVAL = 20 * 60.0
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # reused: cheaper than dumps
+
+# apns-id: Apple wants a UUID in canonical lowercase form, echoed back in the answer; it
+# identifies the request, nothing more. A random version-4 prefix per process and a
+# counter in the last group make unique ids for a fraction of uuid4()'s cost.
+_ID_PREFIX = str(uuid.uuid4())[:24]
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(5), "big"))
+
+
+def new_apns_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 @attrs.frozen
@@ -104,7 +117,7 @@ def build_request(
         payload = build_payload(message, push_type, app.payload_template, now)
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body = _JSON.encode(payload).encode()
     limit = MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
     if len(body) > limit:
         return Rejected(f"PayloadTooLarge: {len(body)} bytes > {limit} for a {push_type} push")
@@ -114,7 +127,7 @@ def build_request(
         ("apns-priority", PRIORITY_IMMEDIATE),
         # DESIGN §11: the absolute UNIX time of the wait deadline; 0 would mean "try once".
         ("apns-expiration", str(max(int(expires_at), 1))),
-        ("apns-id", apns_id or str(uuid.uuid4())),
+        ("apns-id", apns_id or new_apns_id()),
     ]
     if push_type == "alert" and message.call_id:
         collapse = message.call_id.encode()
