@@ -5,10 +5,18 @@ request the way Apple or Google would and returns a `Reply`. Around it this modu
 
 * serves TLS (ALPN h2, optional client certificates) with `h2` on 127.0.0.1, port 0 by
   default: `port = await nursery.start(server.serve)`;
-* records every request in `server.received` (a `Received` each) and calls
-  `on_delivered(token, headers, payload)` for each delivered push. The hook may be a
-  plain function or an `async def`; an async hook runs in the server's nursery after the
-  200 went out, so a slow hook never delays the answer;
+* records every request in `server.received` (a `Received` each: token, path, headers,
+  body, outcome such as "200" / "410 Unregistered" / "reset" / "stall", connection,
+  stream, `delivered`); `server.delivered` lists the delivered pushes;
+* calls `on_delivered(token, headers, payload)` for each delivered push (payload: the
+  APNs JSON object, or FCM's `data` dict). The hook may be a plain function or an
+  `async def`; both run as a task in the server's nursery after the 200 went out, so a
+  slow hook never delays the answer;
+* trusts: `server.ca_file` (a PEM file, made on first use) or `server.ca_pem` bytes;
+  pass one `authority=load.certs.Authority()` to several stand-ins for one CA file;
+* `latency=` delays every answer (keeps streams in flight), `max_concurrent_streams=`
+  sets SETTINGS_MAX_CONCURRENT_STREAMS, `clock=` is the server's time (JWT ages),
+  `await server.wait_open_connections(n)` waits for the client side to connect/close;
 * applies scripted faults, per device token or to the next N requests:
 
       server.script(Answer(410, "Unregistered"), token=tok)          # once for tok
@@ -22,6 +30,7 @@ request the way Apple or Google would and returns a `Reply`. Around it this modu
 
   `Answer` bodies are formatted by the stand-in (Apple's `{"reason"}` or Google's error
   JSON). A token rule wins over a count rule; rules are used in the order they were added.
+  Scripts apply to pushes only (not to FCM's OAuth token endpoint).
 """
 
 from __future__ import annotations
