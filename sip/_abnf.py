@@ -81,4 +81,3 @@ GENERIC_PARAM_RE = re.compile(
 # URI before a comma is never taken for one.
 NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<>",;:]*?))[ \t]*<([^<>]*)>')
 ADDR_SPEC_RE = re.compile(r'[ \t]*([^ \t\r\n;,<>"]+)')
-

@@ -8,6 +8,7 @@ actually there before anything is read.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -88,90 +89,83 @@ def _ipv4(b: bytes) -> str:
     return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _ipv6(b: bytes) -> str:
+    # ipaddress is slow (~5 µs); the few addresses a sniffer sees repeat endlessly.
+    return str(ipaddress.IPv6Address(b))
+
+
 def decode_hep(data: bytes) -> HepPacket:
     """Decode one HEPv3 packet; raise :class:`sip.HepParseError` if it is malformed.
 
     Bytes after the announced total length are ignored. Vendor-specific chunks
-    (vendor id not 0) and unknown generic chunks are skipped.
+    (vendor id not 0) and unknown generic chunks are skipped; when a chunk type
+    repeats, the last one wins.
     """
     size = len(data)
     if size < _HEADER or data[:4] != HEP_MAGIC:
         raise HepParseError("not a HEPv3 packet")
-    total = _U16.unpack_from(data, 4)[0]
+    total = (data[4] << 8) | data[5]
     if total < _HEADER or total > size:
         raise HepParseError(f"HEP total length {total} out of bounds (have {size} bytes)")
+    # Integer chunks (types 1, 2, 7-12) land in ints[type]; -1 means absent.
+    ints = [-1] * 13
+    addrs: list[bytes | None] = [None] * 4  # types 3, 4, 5, 6
     payload: bytes | None = None
-    payload_type = 0
-    src_ip = dst_ip = ""
-    src_port = dst_port = 0
-    seconds = useconds = 0
-    capture_id: int | None = None
     auth_key: str | None = None
-    protocol = 0
-    family = 0
     correlation_id: bytes | None = None
+    fixed_get = _FIXED.get
+    unpack_chunk = _CHUNK.unpack_from
     pos = _HEADER
     while pos < total:
         if pos + _HEADER > total:
             raise HepParseError("truncated HEP chunk header")
-        vendor, ctype, clen = _CHUNK.unpack_from(data, pos)
+        vendor, ctype, clen = unpack_chunk(data, pos)
         if clen < _HEADER or pos + clen > total:
             raise HepParseError(f"HEP chunk length {clen} out of bounds")
         start = pos + _HEADER
         pos += clen
         if vendor != 0:
             continue
-        vlen = clen - _HEADER
-        fixed = _FIXED.get(ctype)
-        if fixed is not None and vlen != fixed:
-            raise HepParseError(f"HEP chunk type {ctype} has {vlen} bytes, expected {fixed}")
-        if ctype == PAYLOAD:
+        fixed = fixed_get(ctype)
+        if fixed is not None:
+            if clen - _HEADER != fixed:
+                raise HepParseError(
+                    f"HEP chunk type {ctype} has {clen - _HEADER} bytes, expected {fixed}"
+                )
+            if 3 <= ctype <= 6:
+                addrs[ctype - 3] = data[start:pos]
+            else:
+                ints[ctype] = int.from_bytes(data[start:pos], "big")
+        elif ctype == PAYLOAD:
             payload = data[start:pos]
-        elif ctype == SRC_PORT:
-            src_port = _U16.unpack_from(data, start)[0]
-        elif ctype == DST_PORT:
-            dst_port = _U16.unpack_from(data, start)[0]
-        elif ctype == IPV4_SRC:
-            src_ip = _ipv4(data[start:pos])
-        elif ctype == IPV4_DST:
-            dst_ip = _ipv4(data[start:pos])
-        elif ctype == IPV6_SRC:
-            src_ip = str(ipaddress.IPv6Address(data[start:pos]))
-        elif ctype == IPV6_DST:
-            dst_ip = str(ipaddress.IPv6Address(data[start:pos]))
-        elif ctype == TIMESTAMP_SEC:
-            seconds = _U32.unpack_from(data, start)[0]
-        elif ctype == TIMESTAMP_USEC:
-            useconds = _U32.unpack_from(data, start)[0]
-        elif ctype == PAYLOAD_TYPE:
-            payload_type = data[start]
-        elif ctype == CAPTURE_ID:
-            capture_id = _U32.unpack_from(data, start)[0]
         elif ctype == AUTH_KEY:
             # Kamailio sends the key without a terminating NUL; some agents add one.
             auth_key = data[start:pos].rstrip(b"\x00").decode("utf-8", "replace")
-        elif ctype == IP_PROTOCOL:
-            protocol = data[start]
-        elif ctype == IP_FAMILY:
-            family = data[start]
         elif ctype == CORRELATION_ID:
             correlation_id = data[start:pos]
         elif ctype == COMPRESSED_PAYLOAD:
             raise HepParseError("compressed HEP payloads are not supported")
     if payload is None:
         raise HepParseError("HEP packet without a payload chunk")
+    useconds = ints[TIMESTAMP_USEC]
     if useconds > 999_999:
         raise HepParseError("HEP microseconds out of range")
+    # an IPv6 chunk wins over an IPv4 one of the same side
+    v4src, v4dst, v6src, v6dst = addrs
+    src_ip = _ipv6(v6src) if v6src else _ipv4(v4src) if v4src else ""
+    dst_ip = _ipv6(v6dst) if v6dst else _ipv4(v4dst) if v4dst else ""
+    capture_id = ints[CAPTURE_ID]
     return HepPacket(
         payload,
-        payload_type,
-        (src_ip, src_port),
-        (dst_ip, dst_port),
-        seconds + useconds / 1e6,
-        capture_id,
+        max(ints[PAYLOAD_TYPE], 0),
+        (src_ip, max(ints[SRC_PORT], 0)),
+        (dst_ip, max(ints[DST_PORT], 0)),
+        max(ints[TIMESTAMP_SEC], 0) + max(useconds, 0) / 1e6,
+        None if capture_id < 0 else capture_id,
         auth_key,
-        protocol,
-        family,
+        max(ints[IP_PROTOCOL], 0),
+        max(ints[IP_FAMILY], 0),
         correlation_id,
     )
 
