@@ -143,3 +143,32 @@ async def test_wrong_project_is_auth_failure(nursery: trio.Nursery) -> None:
         async with Providers(ca_file=server.ca_file) as providers:
             outcome = await providers.send(app, fcm_device(), MESSAGE, expires_at=expires())
     assert isinstance(outcome, AuthFailed) and outcome.reason.startswith("403")
+
+
+async def test_access_token_is_renewed_5_minutes_before_it_expires(nursery: trio.Nursery) -> None:
+    from tests.integration.conftest_providers import Clock
+
+    server_clock, client_clock = Clock(), Clock()
+    server = FakeFcm(clock=server_clock)
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        app = fcm_app(server)
+        async with Providers(ca_file=server.ca_file, clock=client_clock) as providers:
+            assert isinstance(
+                await providers.send(app, fcm_device(), MESSAGE, expires_at=expires()), Delivered
+            )
+            for clock in (server_clock, client_clock):
+                clock.offset = 54 * 60  # 6 minutes left: still used
+            assert isinstance(
+                await providers.send(app, fcm_device(), MESSAGE, expires_at=client_clock() + 20),
+                Delivered,
+            )
+            assert server.tokens_issued == 1
+            for clock in (server_clock, client_clock):
+                clock.offset = 55 * 60 + 1  # under 5 minutes left: renewed first
+            assert isinstance(
+                await providers.send(app, fcm_device(), MESSAGE, expires_at=client_clock() + 20),
+                Delivered,
+            )
+    assert server.tokens_issued == 2
+    assert [r.outcome for r in server.received if r.path != "/token"] == ["200", "200", "200"]
