@@ -52,7 +52,8 @@ class Result:
 
 
 def seeds() -> tuple[list[bytes], list[bytes]]:
-    """The SIP corpus and its HEPv3 encodings (IPv4 and IPv6, with and without extras)."""
+    """The SIP corpus, its HEPv3 encodings (IPv4 and IPv6, with and without extras),
+    and the HEP packets captured from Kamailio's siptrace."""
     messages = [p.read_bytes() for p in sorted(CORPUS.glob("*.sip"))]
     heps = []
     for i, m in enumerate(messages):
@@ -70,6 +71,7 @@ def seeds() -> tuple[list[bytes], list[bytes]]:
                     correlation_id=b"c",
                 )
             )
+    heps += [p.read_bytes() for p in sorted(CORPUS.glob("*.hep"))]  # captured from Kamailio
     return messages, heps
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,30 @@ def test_encode_rounds_microseconds_below_a_second() -> None:
         sip.encode_hep(b"x", src=("10.0.0.1", 1), dst=("10.0.0.2", 2), timestamp=5.9999999)
     )
     assert p.timestamp == pytest.approx(5.999999)
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "sip"
+
+
+@pytest.mark.parametrize(
+    ("name", "src_port", "kind"),
+    [
+        ("kamailio_siptrace_register.hep", 35383, sip.Request),
+        ("kamailio_siptrace_200ok.hep", 51913, sip.Response),
+    ],
+)
+def test_real_kamailio_siptrace_packets(name: str, src_port: int, kind: type) -> None:
+    # Captured from Kamailio 5.6.3 siptrace (hep_mode_on, hep_version 3, hep_capture_id
+    # 2001, no auth key) mirroring a sipp REGISTER and its 200 OK.
+    p = sip.decode_hep((CORPUS / name).read_bytes())
+    assert p.src == ("127.0.0.1", src_port)
+    assert (p.payload_type, p.protocol, p.family, p.capture_id) == (1, 17, hep.AF_INET, 2001)
+    assert p.auth_key is None and p.correlation_id is None
+    assert p.timestamp > 1.7e9
+    msg = sip.parse_message(p.payload)
+    assert isinstance(msg, kind)
+    assert msg.call_id == "1-332@127.0.0.1"
+    assert msg.cseq == (1, "REGISTER")
+    (contact,) = msg.contacts()
+    assert contact.uri.params["pn-provider"] == "apns"
+    assert contact.uri.params["pn-param"] == "ABCD123456.org.linphone.phone.voip"
