@@ -209,15 +209,15 @@ def _parse(data: bytes) -> Request | Response:
         lines = data[:end].decode("utf-8", "replace").split("\n")
     if len(lines) > MAX_HEADERS + 1:
         raise SipParseError(f"more than {MAX_HEADERS} header lines")
-    if end > MAX_HEADER_SIZE:
-        for line in lines:
-            if len(line) > MAX_HEADER_SIZE:
-                raise SipParseError(f"a header line is over {MAX_HEADER_SIZE} bytes")
     try:
         index = _index(lines)
     except _Folded:
         lines = _unfold(lines)
         index = _index(lines)
+    if end > MAX_HEADER_SIZE:  # else no line can be that long
+        for line in lines:
+            if len(line) > MAX_HEADER_SIZE:
+                raise SipParseError(f"a header is over {MAX_HEADER_SIZE} bytes")
     headers = Headers._from_parser(index, lines)
 
     clen = index.get("content-length")

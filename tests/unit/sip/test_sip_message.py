@@ -499,6 +499,8 @@ def test_limits_are_errors_not_slow_paths() -> None:
         sip.parse_message(build(*[f"X-H{i}: {i}" for i in range(260)]))
     with pytest.raises(sip.SipParseError, match="over 8192"):
         sip.parse_message(build("X-Big: " + "a" * 8200))
+    with pytest.raises(sip.SipParseError, match="over 8192"):
+        sip.parse_message(build("X-Folded: start", *[" " + "b" * 1000] * 9))
     # just under the limits is fine
     msg = sip.parse_message(build(*[f"X-H{i}: {i}" for i in range(250)], "X-Big: " + "a" * 8000))
     assert len(msg.headers) == 256
