@@ -37,6 +37,7 @@ from typing import Any
 
 import attrs
 import trio
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..model import (
     App,
@@ -275,7 +276,7 @@ class Providers:
             if isinstance(app.auth, AppleTokenAuth):
                 try:
                     token = self._provider_tokens.token(app.auth, now)
-                except ValueError as error:
+                except (ValueError, TypeError, UnsupportedAlgorithm) as error:
                     return AuthFailed(f"app {app.app_id}: signing key: {error}")
             request = apns.build_request(app, device, message, token, now, expires_at)
             if isinstance(request, Rejected):

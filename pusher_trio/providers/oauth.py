@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import httpcore
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..model import AuthFailed, RetryLater
 from . import fcm
@@ -29,7 +31,10 @@ class OAuthClient:
         self, service_account: Mapping[str, str], now: float
     ) -> tuple[str, float] | AuthFailed | RetryLater:
         """(access token, lifetime) or why not; network trouble is RetryLater."""
-        url, body = fcm.token_request(service_account, now)
+        try:
+            url, body = fcm.token_request(service_account, now)
+        except (KeyError, ValueError, TypeError, UnsupportedAlgorithm, jwt.PyJWTError) as error:
+            return AuthFailed(f"cannot sign the OAuth assertion: {type(error).__name__}: {error}")
         self.exchanges += 1
         try:
             response = await self._pool.request(

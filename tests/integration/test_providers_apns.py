@@ -396,3 +396,20 @@ async def test_forget_app_closes_its_pool(nursery: trio.Nursery) -> None:
             await server.wait_open_connections(0)
             stats = providers.statistics()
     assert stats["pools"] == 0
+
+
+async def test_unusable_signing_key_is_auth_failure(nursery: trio.Nursery) -> None:
+    import attrs
+
+    from pusher_trio.model import AppleTokenAuth
+
+    server = FakeApns()
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        app = attrs.evolve(
+            token_app(server), auth=AppleTokenAuth("junk", "ABCDEFGHIJ", "TEAM123456")
+        )
+        async with Providers(ca_file=server.ca_file) as providers:
+            outcome = await providers.send(app, apple_device(), MESSAGE, expires_at=expires())
+    assert isinstance(outcome, AuthFailed) and "signing key" in outcome.reason
+    assert server.received == []

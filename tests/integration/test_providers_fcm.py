@@ -172,3 +172,15 @@ async def test_access_token_is_renewed_5_minutes_before_it_expires(nursery: trio
             )
     assert server.tokens_issued == 2
     assert [r.outcome for r in server.received if r.path != "/token"] == ["200", "200", "200"]
+
+
+async def test_unusable_private_key_is_auth_failure(nursery: trio.Nursery) -> None:
+    server = FakeFcm()
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        app = fcm_app(server)
+        broken = {**app.auth.service_account, "private_key": "not a key"}  # type: ignore[union-attr]
+        app = attrs.evolve(app, auth=FirebaseAuth(broken, base_url=server.base_url))
+        async with Providers(ca_file=server.ca_file) as providers:
+            outcome = await providers.send(app, fcm_device(), MESSAGE, expires_at=expires())
+    assert isinstance(outcome, AuthFailed) and "OAuth assertion" in outcome.reason
