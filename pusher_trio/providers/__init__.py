@@ -268,7 +268,7 @@ class Providers:
         try:
             pool = self._pool_for(app)
         except (OSError, ValueError) as error:
-            return AuthFailed(f"app {app.app_id}: unusable credentials: {error}")
+            return AuthFailed(f"app {app.app_id}: {error}")
         refreshed = False
         while True:
             now = self._clock()

@@ -74,14 +74,22 @@ ApnsAnswer = Outcome | RefreshProviderToken
 
 
 def split_host(host: str) -> tuple[str, int]:
-    """Kazoo's `add_apple_app AppId CertFile Host`: "host" or "host:port" ("[v6]:port")."""
+    """Kazoo's `add_apple_app AppId CertFile Host`: "host" or "host:port" ("[v6]:port").
+
+    Raises ValueError for a port that is not 1..65535.
+    """
     if host.startswith("["):
         name, _, rest = host[1:].partition("]")
-        return name, int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit() and ":" not in name:
-        return name, int(port)
-    return host, DEFAULT_PORT
+        port = int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
+    else:
+        name, sep, text = host.rpartition(":")
+        if sep and text.isdigit() and ":" not in name:
+            port = int(text)
+        else:
+            name, port = host, DEFAULT_PORT
+    if not 0 < port < 65536 or not name:
+        raise ValueError(f"bad APNs host {host!r}")
+    return name, port
 
 
 def push_type_for(app: App, device: Device) -> PushType:
@@ -117,7 +125,10 @@ def build_request(
         payload = build_payload(message, push_type, app.payload_template, now)
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
-    body = _JSON.encode(payload).encode()
+    try:
+        body = _JSON.encode(payload).encode()
+    except (TypeError, ValueError) as error:
+        return Rejected(f"payload is not JSON: {error}")
     limit = MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
     if len(body) > limit:
         return Rejected(f"PayloadTooLarge: {len(body)} bytes > {limit} for a {push_type} push")

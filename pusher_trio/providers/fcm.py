@@ -159,6 +159,8 @@ def build_request(
         data = _flatten(build_payload(message, "voip", app.payload_template, now))
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
+    except (TypeError, ValueError) as error:
+        return Rejected(f"payload is not JSON: {error}")
     ttl = min(max(int(expires_at - now), 0), MAX_TTL)
     body_obj = {
         "message": {
@@ -167,7 +169,10 @@ def build_request(
             "android": {"priority": "HIGH", "ttl": f"{ttl}s"},
         }
     }
-    data_size = len(_JSON.encode(data).encode())
+    try:
+        data_size = len(_JSON.encode(data).encode())
+    except (TypeError, ValueError) as error:
+        return Rejected(f"payload is not JSON: {error}")
     if data_size > MAX_PAYLOAD:
         return Rejected(f"payload too large: {data_size} bytes > {MAX_PAYLOAD}")
     body = _JSON.encode(body_obj).encode()

@@ -186,3 +186,16 @@ def test_payload_size_limit(push_type: str, limit: int) -> None:
 )
 def test_split_host(host: str, expected: tuple[str, int]) -> None:
     assert apns.split_host(host) == expected
+
+
+def test_unserialisable_payload_is_rejected() -> None:
+    outcome = apns.build_request(
+        make_app(), make_device(), PushMessage(payload={"x": object()}), None, NOW, NOW
+    )
+    assert isinstance(outcome, Rejected) and "not JSON" in outcome.reason
+
+
+@pytest.mark.parametrize("host", ["h:0", "h:70000", "[::1]:99999", ":443"])
+def test_bad_host_port(host: str) -> None:
+    with pytest.raises(ValueError, match="bad APNs host"):
+        apns.split_host(host)

@@ -247,3 +247,10 @@ def test_403_without_code_is_auth_failure() -> None:
 def test_garbage_answers_do_not_raise() -> None:
     assert isinstance(fcm.interpret_response(400, (), b"<html>"), Rejected)
     assert isinstance(fcm.interpret_response(200, (), b"[]"), Delivered)
+
+
+def test_unserialisable_payload_is_rejected(account: tuple[dict[str, str], str]) -> None:
+    outcome = fcm.build_request(
+        make_app(account[0]), DEVICE, PushMessage(payload={"x": object()}), "t", NOW, NOW
+    )
+    assert isinstance(outcome, Rejected) and "not JSON" in outcome.reason
