@@ -183,7 +183,11 @@ class Flow:
 
 @contextlib.asynccontextmanager
 async def open_flow(
-    tmp: Path, *, hep_auth_key: str = "", defines: Mapping[str, str | int | None] | None = None
+    tmp: Path,
+    *,
+    hep_auth_key: str = "",
+    max_waiting: int = 10000,
+    defines: Mapping[str, str | int | None] | None = None,
 ) -> AsyncIterator[Flow]:
     """Stand-ins, `pusher-trio serve` with apps and mappings, Kamailio (extra `defines`)."""
     authority = Authority()
@@ -203,6 +207,7 @@ async def open_flow(
             ca_file=apns.ca_file,
             wait_timeout=PUSH_TIMEOUT,
             hep_auth_key=hep_auth_key,
+            max_waiting=max_waiting,
         )
         await trio.to_thread.run_sync(sidecar.start)
         kam = None
@@ -481,3 +486,41 @@ async def test_sidecar_down_gives_480_at_once_and_kamailio_reconnects_after_rest
         res = await flow.call("call_answered.xml", phone.user)
     assert res.returncode == 0, res.stdout + flow.debug()
     assert flow.pushes_to(phone) == 1
+
+
+async def test_sidecar_overloaded_gives_480_overloaded(tmp_path: Path) -> None:
+    async with open_flow(tmp_path, max_waiting=1) as flow:
+        first, second = ios_phone("leo"), ios_phone("mia")
+        first.wakes = second.wakes = False
+        results: dict[str, SippResult] = {}
+        with trio.fail_after(30):
+            await flow.asleep(first)
+            await flow.asleep(second)
+            async with trio.open_nursery() as nursery:
+
+                async def call(phone: Phone) -> None:
+                    results[phone.user] = await flow.call("call_failed.xml", phone.user)
+
+                nursery.start_soon(call, first)
+                await eventually(lambda: flow.control("status"), lambda s: s["waiting"] >= 1)
+                nursery.start_soon(call, second)
+    assert results["mia"].statuses()[-1] == (480, "Temporarily Unavailable (push overloaded)")
+    assert results["leo"].statuses()[-1] == (480, "Temporarily Unavailable (push timeout)")
+
+
+async def test_sidecar_stopping_answers_waiting_calls_480_shutting_down(flow: Flow) -> None:
+    phone = ios_phone("noah")
+    phone.wakes = False
+    with trio.fail_after(30):
+        await flow.asleep(phone)
+        async with trio.open_nursery() as nursery:
+            results: list[SippResult] = []
+
+            async def call() -> None:
+                results.append(await flow.call("call_failed.xml", phone.user))
+
+            nursery.start_soon(call)
+            await eventually(lambda: flow.control("status"), lambda s: s["waiting"] >= 1)
+            rc = await trio.to_thread.run_sync(flow.sidecar.stop)
+    assert rc == 0
+    assert results[0].statuses()[-1] == (480, "Temporarily Unavailable (push shutting down)")
