@@ -1,4 +1,8 @@
-"""End-to-end tests need a real Kamailio and sipp: skip without them, fail under CI=true."""
+"""End-to-end tests need a real Kamailio and sipp: skip without them, fail under CI=true.
+
+Every test module here sets `pytestmark = pytest.mark.e2e`; the hook below marks
+anything else collected in this folder too (`pytest -m "not e2e"` skips them all).
+"""
 
 from __future__ import annotations
 

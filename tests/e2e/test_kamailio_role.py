@@ -26,6 +26,8 @@ from tests.e2e.harness import (
 )
 from tests.e2e.stub_sidecar import StubSidecar
 
+pytestmark = pytest.mark.e2e
+
 PUSH_TIMEOUT = 3  # seconds the (stub) sidecar waits for the phone
 
 

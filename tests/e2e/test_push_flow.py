@@ -36,6 +36,8 @@ from tests.e2e.harness import (
     run_sipp,
 )
 
+pytestmark = pytest.mark.e2e
+
 T = TypeVar("T")
 
 PUSH_TIMEOUT = 3  # seconds the sidecar waits for the woken phone (Kamailio's `timeout`)
