@@ -316,3 +316,19 @@ async def test_failed_authentication_never_reaches_the_sniffer_as_success(
         assert any(b"SIP/2.0 401" in d for d in r.stub.hep)
     else:
         assert evil == []
+
+
+async def test_caller_cancel_while_waiting_for_an_asleep_registered_phone(rig: Rig) -> None:
+    with trio.fail_after(20):
+        res = await rig.register("olga", free_port())
+        assert res.returncode == 0, res.stdout
+        # the 180 comes from the push role once the no-answer timer fired; CANCEL 1 s later
+        res = await rig.call("call_cancel.xml", "olga")
+        await rig.stub.answered.wait()
+    assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
+    assert 487 in [code for code, _ in res.statuses()]
+    (push,) = rig.stub.requests
+    assert rig.stub.notifications == [
+        {"jsonrpc": "2.0", "method": "cancel", "params": {"call_id": push["params"]["call_id"]}}
+    ]
+    assert rig.stub.answers[0]["error"]["code"] == -32006
