@@ -204,7 +204,8 @@ def _error(body: bytes) -> tuple[str, str, list[str], str]:
             continue
         if detail.get("errorCode"):
             codes.append(str(detail["errorCode"]))
-        for violation in detail.get("fieldViolations") or []:
+        violations = detail.get("fieldViolations")
+        for violation in violations if isinstance(violations, list) else []:
             if isinstance(violation, dict):
                 fields.append(str(violation.get("field", "")))
     return str(error.get("status", "")), str(error.get("message", "")), codes, " ".join(fields)
