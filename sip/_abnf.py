@@ -54,14 +54,14 @@ IPV6_REFERENCE_RE = re.compile(r"\[[0-9A-Fa-f:.]{2,45}\]")
 # The usual shape only: user without password, host, optional port, ";params",
 # "?headers"; no blanks, quotes or angle brackets. sip.uri.parse_uri falls back to
 # a general parser for anything this does not match, and tests check they agree.
-SIP_URI_FAST_RE = re.compile(
+_SIP_URI_FAST = (
     r"(sips?):(?:([^@: \t\r\n\"<>]+)@)?"
     r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_\-.]+)"
     r"(?::([0-9]{1,5}))?"
     r"(?:;([^? \t\r\n\"<>]*))?"
-    r"(?:\?([^ \t\r\n\"<>]*))?",
-    re.IGNORECASE,
+    r"(?:\?([^ \t\r\n\"<>]*))?"
 )
+SIP_URI_FAST_RE = re.compile(_SIP_URI_FAST, re.IGNORECASE)
 
 # generic-param = token [ EQUAL gen-value ]
 # gen-value = token / host / quoted-string
@@ -81,3 +81,18 @@ GENERIC_PARAM_RE = re.compile(
 # URI before a comma is never taken for one.
 NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<>",;:]*?))[ \t]*<([^<>]*)>')
 ADDR_SPEC_RE = re.compile(r'[ \t]*([^ \t\r\n;,<>"]+)')
+
+# The usual Contact of a REGISTER or its 2xx in one C-level match:
+#   "<" SIP-URI (the fast shape above) ">" *( ";" name [ "=" ( "quoted" / value ) ] )
+#   then a comma or the end. No display name, no blanks between params, no
+# quoted-pair. Groups: uri text, the six SIP_URI_FAST_RE groups, the header params
+# section, the comma. Anything else goes to the general name-addr parser; tests check
+# the two agree.
+CONTACT_FAST_RE = re.compile(
+    r"<(" + _SIP_URI_FAST + r")>"
+    r'((?:;[^ \t\r\n;,="]+(?:=(?:"[^"\\\r\n]*"|[^ \t\r\n;,"]*))?)*)'
+    r"[ \t]*(?:(,)[ \t]*|\Z)",
+    re.IGNORECASE,
+)
+# One param of a CONTACT_FAST_RE params section: name, "=" or "", quoted, unquoted.
+HEADER_PARAM_FAST_RE = re.compile(r';([^ \t\r\n;,="]+)(?:(=)(?:"([^"\\\r\n]*)"|([^ \t\r\n;,"]*)))?')

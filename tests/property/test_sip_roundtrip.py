@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import sip
-from sip.headers import _params_re, _params_split
+from sip.headers import _params_re, _params_split, _parse_contacts
 from sip.uri import _parse_uri
 
 CORPUS = sorted((Path(__file__).resolve().parents[1] / "data" / "sip").glob("*.sip"))
@@ -245,6 +245,39 @@ def test_serialize_then_parse_gives_the_same_message(gen: GenMessage) -> None:
         exp = e.expected_hparams().get("expires")
         assert c.expires == (None if exp is None else min(int(exp), 2**32 - 1))
         assert not c.is_wildcard
+
+
+def contacts_or_error(value: str, fast: bool) -> list[sip.Contact] | str:
+    try:
+        return _parse_contacts(value, fast)
+    except sip.SipParseError:
+        return "SipParseError"
+
+
+@SETTINGS
+@given(st.lists(contacts(), min_size=1, max_size=3), st.sampled_from([",", ", ", " ,\t"]))
+def test_contact_fast_path_agrees_with_the_general_parser(
+    group: list[GenContact], sep: str
+) -> None:
+    value = sep.join(c.serialize() for c in group)
+    assert contacts_or_error(value, True) == contacts_or_error(value, False)
+
+
+@SETTINGS
+@given(
+    st.lists(contacts(), min_size=1, max_size=2),
+    st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from(list(';=,"\\<> \t:@[]?%*'))), max_size=3
+    ),
+)
+def test_contact_paths_agree_on_mutated_values(
+    group: list[GenContact], edits: list[tuple[int, str]]
+) -> None:
+    value = ", ".join(c.serialize() for c in group)
+    for pos, char in edits:
+        pos %= len(value) + 1
+        value = value[:pos] + char + value[pos:]
+    assert contacts_or_error(value, True) == contacts_or_error(value, False)
 
 
 @SETTINGS

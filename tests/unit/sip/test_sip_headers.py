@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import sip
-from sip.headers import _params_re, _params_split
+from sip.headers import _params_re, _params_split, _parse_contacts
 
 # value -> [(display_name, uri raw, header params, expires, wildcard)]
 CONTACTS: list[tuple[str, list[tuple[Any, ...]]]] = [
@@ -38,6 +38,9 @@ CONTACTS: list[tuple[str, list[tuple[Any, ...]]]] = [
     ("<sip:a@h>;tok=abc==;x=a=b", [(None, "sip:a@h", {"tok": "abc==", "x": "a=b"}, None, False)]),
     ("<sip:a@h>;expires=99999999999", [(None, "sip:a@h", {"expires": "99999999999"}, 2**32 - 1, False)]),
     ("<tel:+123>;expires=5", [(None, "tel:+123", {"expires": "5"}, 5, False)]),
+    ("<sip:a@h;;x;>;y", [(None, "sip:a@h;;x;", {"y": None}, None, False)]),
+    ('"B" <sip:a@h>  ', [("B", "sip:a@h", {}, None, False)]),
+    ('"B" <sip:a@h> , <sip:b@h>', [("B", "sip:a@h", {}, None, False), (None, "sip:b@h", {}, None, False)]),
     ("*", [(None, "*", {}, None, True)]),
     (" * ", [(None, "*", {}, None, True)]),
     ("*;expires=0", [(None, "*", {"expires": "0"}, None, True)]),
@@ -50,6 +53,7 @@ def test_parse_contacts(value: str, expected: list[tuple[Any, ...]]) -> None:
     contacts = sip.parse_contacts(value)
     got = [(c.display_name, c.uri.raw, c.params, c.expires, c.is_wildcard) for c in contacts]
     assert got == expected
+    assert contacts == _parse_contacts(value, False)  # the one-regex fast path agrees
 
 
 def test_several_contact_headers_are_concatenated() -> None:
@@ -89,6 +93,9 @@ BAD_CONTACTS = [
     "<sip:a@h>;expires=soon",
     "<sip:a@h>;expires=-1",
     "<sip:a@h>,",
+    "<sip:a@h;=x>",
+    "<sip:a@h:99999>",
+    "<sip:a@h:65536>;x=1",
     "<sip:a@h>, ",
     "<sip:a@h> <sip:b@h>",
     '"unclosed <sip:a@h>',
@@ -110,6 +117,8 @@ BAD_CONTACTS = [
 def test_bad_contacts_raise(value: str) -> None:
     with pytest.raises(sip.SipParseError):
         sip.parse_contacts(value)
+    with pytest.raises(sip.SipParseError):
+        _parse_contacts(value, False)
 
 
 NAME_ADDRS = [
