@@ -67,6 +67,13 @@ def load(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """The hardening battery at full size: bad input, provider faults, crash, overload."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "load.faults", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("pusher-trio", "demo", *session.posargs)
