@@ -99,9 +99,7 @@ def nginx(authority: Authority, keepalive_requests: int = 10_000_000) -> Iterato
     if not os.path.exists(binary):
         raise FileNotFoundError("nginx is not installed (Debian: nginx-light)")
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
-        leaf = authority.ca.issue_cert("127.0.0.1", "localhost")
-        leaf.cert_chain_pems[0].write_to_path(f"{tmp}/server.pem")
-        leaf.private_key_pem.write_to_path(f"{tmp}/server.key")
+        authority.write_server(f"{tmp}/server.pem", f"{tmp}/server.key")
         ca_file = authority.write_ca(f"{tmp}/ca.pem")
         conf = Path(tmp, "nginx.conf")
         for attempt in range(5):
