@@ -27,7 +27,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
 import attrs
@@ -115,6 +115,14 @@ class RegisteredEvent(Protocol):
     def at(self) -> float: ...
 
 
+@runtime_checkable
+class ForgetsApps(Protocol):
+    """What a `model.Pusher` may also do: drop what it holds for an app that is gone
+    (`providers.Providers` closes the app's HTTP/2 pool unless another app shares it)."""
+
+    def forget_app(self, app_id: str) -> None: ...
+
+
 # --- pure helpers ----------------------------------------------------------------------
 
 
@@ -198,6 +206,12 @@ def app_view(app: App) -> dict[str, JSON]:
             base_url=app.auth.base_url,
         )
     return view
+
+
+def _same_connection(old: App, new: App) -> bool:
+    """Whether a replaced app reaches its provider the same way (host and credentials):
+    then its open connections still serve it."""
+    return (old.type, old.host, old.auth) == (new.type, new.host, new.auth)
 
 
 def _setting(source: Any, name: str, default: float) -> float:
@@ -837,7 +851,10 @@ class Service:
             raise InvalidParams(f"bad app: {detail}") from None
         if not app.app_id:
             raise InvalidParams("app_id is empty")
+        replaced = self.store.apps().get(app.app_id)
         self.store.put_app(app)
+        if replaced is not None and not _same_connection(replaced, app):
+            self._forget_app(app.app_id)
         return {"app_id": app.app_id, "app": app_view(app)}
 
     async def rpc_apps_list(self, params: dict[str, JSON], received: float) -> JSON:
@@ -848,7 +865,14 @@ class Service:
         app_id = params.get("app_id")
         if not isinstance(app_id, str) or not app_id:
             raise InvalidParams("app_id is required")
-        return {"removed": self.store.remove_app(app_id)}
+        removed = self.store.remove_app(app_id)
+        self._forget_app(app_id)
+        return {"removed": removed}
+
+    def _forget_app(self, app_id: str) -> None:
+        """Let the pusher close what it holds for the app (when it can: an optional protocol)."""
+        if isinstance(self.pusher, ForgetsApps):
+            self.pusher.forget_app(app_id)
 
     # --- dynamic configuration ---------------------------------------------------------------------
     def _key(self, params: dict[str, JSON], required: bool = True) -> str | None:
@@ -900,6 +924,7 @@ class Service:
 
 
 __all__ = [
+    "ForgetsApps",
     "InternalError",
     "PushRequest",
     "RegisteredEvent",
