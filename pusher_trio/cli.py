@@ -6,7 +6,8 @@ invalid credentials, bad configuration). A failure prints exactly one line on
 stderr. Tokens are shown masked and secrets are never printed.
 
 Commands talk to the running daemon over its control socket (JSON-RPC in
-netstrings, §7) with a small blocking client: a CLI call is one request. The
+netstrings, §7) with the trio client of `control/client.py`, one `trio.run`
+per request. The
 commands that change apps or the dynamic configuration open the store
 directly when no daemon answers, so an operator can prepare a node before the
 first start.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 import uuid
@@ -26,7 +26,24 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from .config import Config, ConfigError, load_config, parse_host_port
-from .model import DEFAULT_APNS_HOST, App, Auth, mask_token
+from .control.jsonrpc import (
+    ERRORS_BY_CODE,
+    ControlError,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    ParseError,
+)
+from .model import (
+    DEFAULT_APNS_HOST,
+    App,
+    Auth,
+    Device,
+    Outcome,
+    PushMessage,
+    Rejected,
+    mask_token,
+)
 
 PROG = "pusher-trio"
 CONFIG_ENV = "PUSHER_TRIO_CONFIG"  # used when --config is not given
@@ -58,26 +75,23 @@ class RemoteError(CliError):
     """The daemon answered a JSON-RPC error."""
 
     def __init__(self, name: str, message: str, rpc_code: int, data: Any) -> None:
-        code = 2 if rpc_code in (-32600, -32601, -32602, -32700) else 1
+        code = 2 if rpc_code in _BAD_REQUEST else 1
         super().__init__(f"{name}: {message}" if message and message != name else name, code)
         self.name = name
         self.rpc_code = rpc_code
         self.data = data
 
+    @classmethod
+    def from_control(cls, error: ControlError) -> RemoteError:
+        known = ERRORS_BY_CODE.get(error.code)
+        name = known.__name__ if known is not None else f"error {error.code}"
+        return cls(name, error.message, error.code, error.data)
 
-_ERROR_NAMES = {
-    -32001: "NoPushTarget",
-    -32002: "Timeout",
-    -32003: "PushRejected",
-    -32004: "Overloaded",
-    -32005: "ShuttingDown",
-    -32006: "Cancelled",
-    -32700: "ParseError",
-    -32600: "InvalidRequest",
-    -32601: "MethodNotFound",
-    -32602: "InvalidParams",
-    -32603: "InternalError",
-}
+
+# JSON-RPC's own codes: the request was wrong, which is bad usage or input (exit 2).
+_BAD_REQUEST = frozenset(
+    cls.code for cls in (ParseError, InvalidRequest, MethodNotFound, InvalidParams)
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,95 +101,43 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-# --- where the daemon is ------------------------------------------------------------------
+# --- the daemon -----------------------------------------------------------------------------
 
 
-def _is_tcp_target(text: str) -> bool:
+def control_target(text: str) -> str:
+    """--socket: a UNIX socket path, or host:port / [v6]:port / tcp:host:port for TCP."""
     if text.startswith("tcp:"):
-        return True
-    if "/" in text:
-        return False
+        try:
+            parse_host_port(text[4:])
+        except ValueError as exc:
+            raise UsageError(f"--socket: {exc}") from None
+    return text
+
+
+def call(target: str, method: str, params: Mapping[str, Any], timeout: float) -> Any:
+    """One JSON-RPC request over a fresh connection (control/client.py); the result or raises."""
+    import trio
+
+    from .control.client import ControlConnectionLost, open_control
+    from .control.client import DaemonUnavailable as NoListener
+
+    async def one_call() -> Any:
+        async with open_control(target, connect_timeout=min(timeout, ADMIN_TIMEOUT)) as control:
+            with trio.fail_after(timeout):
+                return await control.call(method, dict(params))
+
     try:
-        parse_host_port(text)
-    except ValueError:
-        return False
-    return True
-
-
-class ControlTarget:
-    """A UNIX socket path or a TCP (host, port)."""
-
-    def __init__(self, path: str | None = None, address: tuple[str, int] | None = None) -> None:
-        self.path = path
-        self.address = address
-
-    @classmethod
-    def parse(cls, text: str) -> ControlTarget:
-        if _is_tcp_target(text):
-            try:
-                return cls(address=parse_host_port(text.removeprefix("tcp:")))
-            except ValueError as exc:
-                raise UsageError(f"--socket: {exc}") from None
-        return cls(path=text)
-
-    def __str__(self) -> str:
-        if self.address is not None:
-            return f"{self.address[0]}:{self.address[1]}"
-        return str(self.path)
-
-    def connect(self, timeout: float) -> socket.socket:
-        try:
-            if self.address is not None:
-                return socket.create_connection(self.address, timeout=timeout)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(str(self.path))
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnavailable(
-                f"no daemon answers at {self}: {exc.strerror or exc} (is `pusher-trio serve` running?)"
-            ) from None
-        except OSError as exc:
-            raise CliError(f"cannot connect to {self}: {exc.strerror or exc}") from None
-
-
-def call(target: ControlTarget, method: str, params: Mapping[str, Any], timeout: float) -> Any:
-    """One JSON-RPC request over a fresh connection; returns the result or raises."""
-    from .control import jsonrpc
-
-    sock = target.connect(min(timeout, ADMIN_TIMEOUT))
-    with sock:
-        sock.settimeout(timeout)
-        request_id = 1
-        try:
-            sock.sendall(jsonrpc.encode_request(method, dict(params), id=request_id))
-            decoder = jsonrpc.NetstringDecoder(max_length=16 * 1024 * 1024)
-            while True:
-                frame = decoder.next_frame()
-                if frame is not None:
-                    response = jsonrpc.parse_response(frame)
-                    if response.id != request_id and response.id is not None:
-                        continue
-                    break
-                data = sock.recv(65536)
-                if not data:
-                    raise CliError(f"the daemon at {target} closed the connection")
-                decoder.feed(data)
-        except TimeoutError:
-            raise CliError(f"no answer from the daemon at {target} within {timeout:g} s") from None
-        except jsonrpc.ControlError as exc:
-            raise CliError(f"unreadable reply from the daemon: {exc.message}") from None
-        except OSError as exc:
-            raise CliError(f"connection to {target} failed: {exc.strerror or exc}") from None
-    if response.error is not None:
-        error = response.error
-        name = _ERROR_NAMES.get(error.code, f"error {error.code}")
-        raise RemoteError(name, error.message, error.code, error.data)
-    return response.result
+        return trio.run(one_call)
+    except NoListener as exc:
+        raise DaemonUnavailable(f"{exc} (is `pusher-trio serve` running?)") from None
+    except ControlError as exc:
+        raise RemoteError.from_control(exc) from None
+    except trio.TooSlowError:
+        raise CliError(f"no answer from the daemon at {target} within {timeout:g} s") from None
+    except ControlConnectionLost as exc:
+        raise CliError(f"the daemon at {target} closed the connection: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot connect to {target}: {exc.strerror or exc}") from None
 
 
 # --- output helpers ---------------------------------------------------------------------
@@ -231,11 +193,13 @@ class Session:
             raise UsageError(str(exc)) from None
         socket_arg = getattr(args, "socket", None)
         if socket_arg:
-            self.target = ControlTarget.parse(socket_arg)
+            self.target = control_target(socket_arg)
         elif self.config.control.unix_socket != "-":
-            self.target = ControlTarget(path=self.config.control.unix_socket)
+            self.target = self.config.control.unix_socket
+        elif self.config.control.tcp:
+            self.target = self.config.control.tcp
         else:
-            self.target = ControlTarget(address=self.config.control.tcp_address)
+            raise UsageError("the configuration names no control socket (unix_socket or tcp)")
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float = ADMIN_TIMEOUT) -> Any:
         return call(self.target, method, params, timeout)
@@ -255,52 +219,36 @@ class Session:
         finally:
             store.close()
 
-    def call_or_store(
-        self, method: str, params: Mapping[str, Any], offline: Callable[[Any], Any]
-    ) -> Any:
-        """Ask the daemon; when none answers, run `offline(store)` on the store file."""
+    def call_or_store(self, method: str, params: Mapping[str, Any]) -> tuple[Any, bool]:
+        """Ask the daemon; when none answers, run the same method of the service on the
+        store file (same checks, same results, same errors). (result, offline?)"""
         try:
-            return self.call(method, params)
+            return self.call(method, params), False
         except DaemonUnavailable:
             pass
+        import trio
+
+        from .service import Service
+
         with self.open_store() as store:
-            return offline(store)
+            service = Service(store, _OfflinePusher())
+            try:
+                return trio.run(service.call, method, dict(params)), True
+            except ControlError as exc:
+                raise RemoteError.from_control(exc) from None
+
+
+class _OfflinePusher:
+    """The `model.Pusher` of the service the CLI runs on the store file: never pushes
+    (only the apps.* and config.* methods run there)."""
+
+    async def send(
+        self, app: App, device: Device, message: PushMessage, *, expires_at: float
+    ) -> Outcome:
+        return Rejected("the daemon is not running")
 
 
 # --- apps ----------------------------------------------------------------------------------
-
-
-def _auth_kind(auth: Auth) -> str:
-    from .model import AppleCertAuth, AppleTokenAuth
-
-    if isinstance(auth, AppleCertAuth):
-        return "certificate"
-    if isinstance(auth, AppleTokenAuth):
-        return "token"
-    return "service-account"
-
-
-def app_view(app: App) -> dict[str, Any]:
-    """What may be shown of an app: never its key, certificate or service-account secret."""
-    from .model import AppleTokenAuth, FirebaseAuth
-
-    view: dict[str, Any] = {
-        "app_id": app.app_id,
-        "type": app.type,
-        "host": app.host if app.type == "apple" else None,
-        "push_type": app.push_type,
-        "auth": _auth_kind(app.auth),
-        "payload_template": app.payload_template is not None,
-    }
-    if isinstance(app.auth, AppleTokenAuth):
-        view.update(key_id=app.auth.key_id, team_id=app.auth.team_id)
-    if isinstance(app.auth, FirebaseAuth):
-        view.update(
-            project_id=app.auth.service_account.get("project_id"),
-            project_number=app.auth.project_number,
-            base_url=app.auth.base_url,
-        )
-    return view
 
 
 def _read_text(path: str, what: str) -> str:
@@ -399,18 +347,10 @@ def _build_firebase_app(args: argparse.Namespace) -> App:
 def _add_app(session: Session, app: App) -> int:
     from .store import unstructure_app
 
-    def offline(store: Any) -> Any:
-        store.put_app(app)
-        return {"app_id": app.app_id, "stored": "offline"}
-
-    result = session.call_or_store("apps.add", {"app": unstructure_app(app)}, offline)
-    where = "in the store (daemon not running)" if _is_offline(result) else "to the daemon"
+    _, offline = session.call_or_store("apps.add", {"app": unstructure_app(app)})
+    where = "in the store (daemon not running)" if offline else "to the daemon"
     session.out.write(f"added {app.type} app {app.app_id} {where}\n")
     return 0
-
-
-def _is_offline(result: Any) -> bool:
-    return isinstance(result, dict) and result.get("stored") == "offline"
 
 
 def cmd_add_apple_app(session: Session) -> int:
@@ -425,10 +365,7 @@ def cmd_add_firebase_app(session: Session) -> int:
 
 
 def cmd_apps_list(session: Session) -> int:
-    def offline(store: Any) -> Any:
-        return {"apps": [app_view(app) for app in store.apps().values()]}
-
-    result = session.call_or_store("apps.list", {}, offline)
+    result, _ = session.call_or_store("apps.list", {})
     apps = result.get("apps", []) if isinstance(result, dict) else []
     if session.args.json:
         _print_json({"apps": apps}, session.out)
@@ -453,11 +390,7 @@ def cmd_apps_list(session: Session) -> int:
 
 def cmd_apps_remove(session: Session) -> int:
     app_id = session.args.app_id
-
-    def offline(store: Any) -> Any:
-        return {"removed": bool(store.remove_app(app_id))}
-
-    result = session.call_or_store("apps.remove", {"app_id": app_id}, offline)
+    result, _ = session.call_or_store("apps.remove", {"app_id": app_id})
     removed = result.get("removed", True) if isinstance(result, dict) else bool(result)
     if not removed:
         raise CliError(f"no app {app_id}")
@@ -478,19 +411,12 @@ def _show_value(value: Any, out: TextIO) -> None:
 def cmd_config_get(session: Session) -> int:
     key = session.args.key
     params = {"key": key} if key else {}
-
-    def offline(store: Any) -> Any:
-        try:
-            return {"value": store.get_config(key)}
-        except KeyError:
-            raise CliError(f"no config key {key}") from None
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
     try:
-        result = session.call_or_store("config.get", params, offline)
+        result, _ = session.call_or_store("config.get", params)
     except RemoteError as exc:
-        if key and "no config key" in str(exc):
+        # The service answers a missing key with InvalidParams whose data names the key; for
+        # the CLI that is "the operation failed" (exit 1, DESIGN §6), not bad usage (exit 2).
+        if key and exc.rpc_code == InvalidParams.code and _names_key(exc.data, key):
             raise CliError(f"no config key {key}") from None
         raise
     value = result.get("value") if isinstance(result, dict) and "value" in result else result
@@ -498,17 +424,13 @@ def cmd_config_get(session: Session) -> int:
     return 0
 
 
+def _names_key(data: Any, key: str) -> bool:
+    return isinstance(data, Mapping) and data.get("key") == key
+
+
 def _config_set(session: Session, method: str, value: Any) -> int:
     key = session.args.key
-
-    def offline(store: Any) -> Any:
-        try:
-            store.set_config(key, value)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
-        return {"key": key}
-
-    session.call_or_store(method, {"key": key, "value": value}, offline)
+    session.call_or_store(method, {"key": key, "value": value})
     session.out.write(f"{key} = {json.dumps(value, ensure_ascii=False)}\n")
     return 0
 
@@ -527,14 +449,7 @@ def cmd_config_set_json(session: Session) -> int:
 
 def cmd_config_delete(session: Session) -> int:
     key = session.args.key
-
-    def offline(store: Any) -> Any:
-        try:
-            return {"deleted": bool(store.delete_config(key))}
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    result = session.call_or_store("config.delete", {"key": key}, offline)
+    result, _ = session.call_or_store("config.delete", {"key": key})
     deleted = result.get("deleted", True) if isinstance(result, dict) else bool(result)
     if not deleted:
         raise CliError(f"no config key {key}")

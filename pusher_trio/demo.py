@@ -34,6 +34,7 @@ from .config import (
     StoreConfig,
 )
 from .control import jsonrpc
+from .control.client import ControlClient, ControlConnectionLost, open_control
 from .model import mask_token
 
 DOMAIN = "example.com"
@@ -56,6 +57,22 @@ def checkout_root() -> Path | None:
     if (root / "load" / "fake_apns.py").is_file() and (root / "load" / "__init__.py").is_file():
         return root
     return None
+
+
+def local_config(folder: Path, *, tcp: str = "127.0.0.1:0", **push: Any) -> Config:
+    """A sidecar on loopback with its state in `folder` (the demo's, and the tests').
+
+    Sniffer on a free UDP port; control socket `folder/run/control.sock` and, unless
+    `tcp=""`, TCP on a free port; store `folder/state/pusher.db`; `push` settings
+    as given (`wait_timeout`, `ca_file`, ...); log level warning.
+    """
+    return Config(
+        control=ControlConfig(unix_socket=str(folder / "run" / "control.sock"), tcp=tcp),
+        sniffer=SnifferConfig(listen=["udp:127.0.0.1:0"]),
+        store=StoreConfig(path=str(folder / "state" / "pusher.db")),
+        push=PushConfig(**push),
+        log=LogConfig(level="warning"),
+    )
 
 
 # --- the timeline ----------------------------------------------------------------------------
@@ -97,50 +114,6 @@ class Timeline:
             self.out.flush()
         except BrokenPipeError:  # `pusher-trio demo | head`: the flow still runs to the end
             self.closed = True
-
-
-# --- a minimal JSON-RPC client (the demo's Kamailio and admin) -------------------------------
-
-
-class RpcClient:
-    """JSON-RPC over one stream, one request at a time per call (enough for the demo)."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream = stream
-        self._decoder = jsonrpc.NetstringDecoder(max_length=16 * 1024 * 1024)
-        self._next_id = 0
-        self._lock = trio.Lock()
-
-    @classmethod
-    async def connect_unix(cls, path: str) -> RpcClient:
-        return cls(await trio.open_unix_socket(path))
-
-    @classmethod
-    async def connect_tcp(cls, host: str, port: int) -> RpcClient:
-        return cls(await trio.open_tcp_stream(host, port))
-
-    async def call(self, method: str, params: dict[str, Any]) -> Any:
-        async with self._lock:
-            self._next_id += 1
-            request_id = self._next_id
-            await self._stream.send_all(jsonrpc.encode_request(method, params, id=request_id))
-            while True:
-                frame = self._decoder.next_frame()
-                if frame is None:
-                    data = await self._stream.receive_some(65536)
-                    if not data:
-                        raise DemoError(f"the sidecar closed the connection during {method}")
-                    self._decoder.feed(data)
-                    continue
-                response = jsonrpc.parse_response(frame)
-                if response.id != request_id:
-                    continue
-                if response.error is not None:
-                    raise response.error
-                return response.result
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 # --- SIP messages of the simulated phone ------------------------------------------------------
@@ -239,7 +212,7 @@ class Standin:
     delivered: trio.MemoryReceiveChannel[str]
 
 
-async def _wait_for_device(admin: RpcClient, aor: str) -> dict[str, Any]:
+async def _wait_for_device(admin: ControlClient, aor: str) -> dict[str, Any]:
     with trio.fail_after(STEP_TIMEOUT):
         while True:
             result = await admin.call("devices.list", {"aor": aor})
@@ -254,8 +227,8 @@ async def _phone_flow(
     timeline: Timeline,
     phone: Phone,
     mirror: Mirror,
-    admin: RpcClient,
-    kamailio: RpcClient,
+    admin: ControlClient,
+    kamailio: ControlClient,
     delivered: trio.MemoryReceiveChannel[str],
     provider: str,
 ) -> None:
@@ -281,7 +254,7 @@ async def _call(
     timeline: Timeline,
     phone: Phone,
     mirror: Mirror,
-    kamailio: RpcClient,
+    kamailio: ControlClient,
     delivered: trio.MemoryReceiveChannel[str],
     provider: str,
     first_cost: str,
@@ -373,6 +346,42 @@ async def _start_standins(nursery: trio.Nursery, tmp: Path, fcm: bool) -> tuple[
     return ca_file, standins
 
 
+async def _phones(
+    timeline: Timeline,
+    sniffer: tuple[str, int],
+    admin: ControlClient,
+    kamailio: ControlClient,
+    standins: list[Standin],
+    fcm: bool,
+) -> None:
+    """An iOS phone (APNs), then an Android phone (FCM): register, sleep, get a call twice."""
+    mirror = Mirror(sniffer)
+    try:
+        ios = Phone(
+            "iOS phone",
+            "alice",
+            "198.51.100.7",
+            50601,
+            f"pn-provider=apns;pn-prid={secrets.token_hex(32)};pn-param={TEAM_ID}.{IOS_BUNDLE}.voip",
+            "DemoPhone/1.0 (iOS 17)",
+        )
+        await _phone_flow(timeline, ios, mirror, admin, kamailio, standins[0].delivered, "APNs")
+        if fcm:
+            android = Phone(
+                "Android phone",
+                "bob",
+                "198.51.100.8",
+                50602,
+                f"pn-provider=fcm;pn-prid={secrets.token_urlsafe(120)};pn-param={FCM_PROJECT}",
+                "DemoPhone/1.0 (Android 14)",
+            )
+            await _phone_flow(
+                timeline, android, mirror, admin, kamailio, standins[1].delivered, "FCM"
+            )
+    finally:
+        mirror.close()
+
+
 async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -> None:
     from .app import run
     from .store import unstructure_app
@@ -382,13 +391,7 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
         tmp = Path(tmpdir)
         async with trio.open_nursery() as nursery:
             ca_file, standins = await _start_standins(nursery, tmp, fcm)
-            config = Config(
-                control=ControlConfig(unix_socket=str(tmp / "control.sock"), tcp="127.0.0.1:0"),
-                sniffer=SnifferConfig(listen=["udp:127.0.0.1:0"]),
-                store=StoreConfig(path=str(tmp / "pusher.db")),
-                push=PushConfig(wait_timeout=PUSH_TIMEOUT, ca_file=ca_file),
-                log=LogConfig(level="warning"),
-            )
+            config = local_config(tmp, wait_timeout=PUSH_TIMEOUT, ca_file=ca_file)
             stopped = trio.Event()
 
             async def sidecar(*, task_status: trio.TaskStatus[Any]) -> None:
@@ -405,45 +408,16 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
                 f" {running.control_socket} and tcp:{running.control_tcp[0]}:{running.control_port}; "
                 + ", ".join(f"{s.name} stand-in https://127.0.0.1:{s.port}" for s in standins),
             )
-            admin = await RpcClient.connect_unix(running.control_socket)
-            kamailio = await RpcClient.connect_tcp(*running.control_tcp)
-            for standin in standins:
-                app = standin.app
-                await admin.call("apps.add", {"app": unstructure_app(app)})
-                timeline.note(
-                    "app added", f"{app.type} app {app.app_id} -> {standin.name} stand-in"
-                )
-
-            mirror = Mirror(running.sniffer[0])
-            try:
-                ios = Phone(
-                    "iOS phone",
-                    "alice",
-                    "198.51.100.7",
-                    50601,
-                    f"pn-provider=apns;pn-prid={secrets.token_hex(32)};pn-param={TEAM_ID}.{IOS_BUNDLE}.voip",
-                    "DemoPhone/1.0 (iOS 17)",
-                )
-                await _phone_flow(
-                    timeline, ios, mirror, admin, kamailio, standins[0].delivered, "APNs"
-                )
-                if fcm:
-                    android = Phone(
-                        "Android phone",
-                        "bob",
-                        "198.51.100.8",
-                        50602,
-                        f"pn-provider=fcm;pn-prid={secrets.token_urlsafe(120)};pn-param={FCM_PROJECT}",
-                        "DemoPhone/1.0 (Android 14)",
+            tcp = "{}:{}".format(*running.control_tcp)
+            async with open_control(running.control_socket) as admin, open_control(tcp) as kamailio:
+                for standin in standins:
+                    app = standin.app
+                    await admin.call("apps.add", {"app": unstructure_app(app)})
+                    timeline.note(
+                        "app added", f"{app.type} app {app.app_id} -> {standin.name} stand-in"
                     )
-                    await _phone_flow(
-                        timeline, android, mirror, admin, kamailio, standins[1].delivered, "FCM"
-                    )
-            finally:
-                mirror.close()
-            status = await admin.call("status", {})
-            await admin.aclose()
-            await kamailio.aclose()
+                await _phones(timeline, running.sniffer[0], admin, kamailio, standins, fcm)
+                status = await admin.call("status", {})
             timeline.say(
                 f"\nstatus: {status.get('devices', '?')} devices, pushes {json.dumps(status.get('pushes', {}))},"
                 f" registrations {status.get('registrations', '?')}"
@@ -455,6 +429,13 @@ async def run_demo(out: TextIO, *, fcm: bool = True, json_lines: bool = False) -
                 await stopped.wait()
             nursery.cancel_scope.cancel()  # the stand-ins serve until cancelled
         timeline.say("done: every call was delivered after a push")
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one failure inside nested one-exception groups (nurseries wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = False) -> int:
@@ -469,13 +450,13 @@ def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = Fals
         return 2
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    try:  # the stand-ins need the test extras (trustme makes their throw-away CA)
+    try:  # the stand-ins use only the package's own dependencies (h2, cryptography, ...)
         for module in ("load.certs", "load.fake_apns", "load.fake_fcm"):
             importlib.import_module(module)
     except ImportError as exc:
         sys.stderr.write(
-            f"pusher-trio: error: the demo's stand-ins need {exc.name or 'a test package'}:"
-            " install the test extras (pip install -e '.[test]')\n"
+            f"pusher-trio: error: the demo's stand-ins need {exc.name or 'a missing module'},"
+            " a dependency of pusher-trio: reinstall it (pip install -e .)\n"
         )
         return 2
     from .logs import reset_logging, setup_logging
@@ -483,9 +464,14 @@ def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = Fals
     setup_logging("error", "text")  # the timeline is the output; only errors besides it
     try:
         trio.run(lambda: run_demo(stream, fcm=fcm, json_lines=json_lines))
-    except (DemoError, jsonrpc.ControlError, trio.TooSlowError) as exc:
-        message = str(exc) or type(exc).__name__
-        if isinstance(exc, trio.TooSlowError):
+    except BaseException as raised:
+        failure = _single(raised)
+        if not isinstance(
+            failure, DemoError | jsonrpc.ControlError | ControlConnectionLost | trio.TooSlowError
+        ):
+            raise
+        message = str(failure) or type(failure).__name__
+        if isinstance(failure, trio.TooSlowError):
             message = f"a step took longer than {STEP_TIMEOUT:g} s"
         sys.stderr.write(f"pusher-trio: error: demo failed: {' '.join(message.split())}\n")
         return 1

@@ -8,6 +8,12 @@ reply (`NoPushTarget`, `Timeout`, ..., with `code`, `message`, `data`).
 Several calls may run at once on one client (from several tasks): replies are
 matched by id. A lost connection fails every pending call with
 `ControlConnectionLost` (a `ConnectionError`).
+
+Connecting: no socket file, or nothing listening there, raises `DaemonUnavailable`
+(a `ConnectionError`; the cause is the `FileNotFoundError` / `ConnectionRefusedError`);
+no connection within `connect_timeout` raises `trio.TooSlowError`. Other OS errors
+(permission denied, ...) pass through. `control_client(stream)` runs a client on a
+stream that is already open (tests that write raw bytes first).
 """
 
 from __future__ import annotations
@@ -33,9 +39,21 @@ class ControlConnectionLost(ConnectionError):
     """The connection closed (or broke) before the reply arrived."""
 
 
+class DaemonUnavailable(ConnectionError):
+    """Nothing listens at the control target: no socket file, or the connection is refused."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"no daemon answers at {target}: {reason}")
+        self.target = target
+        self.reason = reason
+
+
 def parse_target(target: str | os.PathLike[str]) -> tuple[str, int] | str:
-    """'host:port' / '[::1]:port' -> (host, port); anything else is a UNIX socket path."""
+    """'host:port' / '[::1]:port' / 'tcp:host:port' -> (host, port); anything else is a
+    UNIX socket path."""
     text = os.fspath(target)
+    if text.startswith("tcp:"):
+        text = text[4:]
     if "/" not in text:
         host, sep, port = text.rpartition(":")
         if sep and host and port.isdigit():
@@ -124,30 +142,70 @@ class ControlClient:
             self._fail_all(lost)
 
 
+async def _connect(address: tuple[str, int] | str) -> trio.abc.Stream:
+    if isinstance(address, tuple):
+        return await trio.open_tcp_stream(*address)
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        await sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+@asynccontextmanager
+async def control_client(stream: trio.abc.Stream) -> AsyncIterator[ControlClient]:
+    """A client on an open stream; the stream is closed on exit.
+
+    An exception of the caller's block comes out as itself, not wrapped in the
+    ExceptionGroup of the reader's nursery.
+    """
+    async with stream:
+        try:
+            async with trio.open_nursery() as nursery:
+                client = ControlClient(stream)
+                nursery.start_soon(client._reader)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1 and not isinstance(
+                group.exceptions[0], BaseExceptionGroup
+            ):
+                raise group.exceptions[0] from group.exceptions[0].__cause__
+            raise
+
+
 @asynccontextmanager
 async def open_control(
     target: str | os.PathLike[str], *, connect_timeout: float = 5.0
 ) -> AsyncIterator[ControlClient]:
     """Connect to the control socket (UNIX path, or "host:port" for TCP)."""
     address = parse_target(target)
-    with trio.fail_after(connect_timeout):
-        if isinstance(address, tuple):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(*address)
-        else:
-            sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-            try:
-                await sock.connect(address)
-            except BaseException:
-                sock.close()
-                raise
-            stream = trio.SocketStream(sock)
-    async with stream, trio.open_nursery() as nursery:
-        client = ControlClient(stream)
-        nursery.start_soon(client._reader)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
+    shown = os.fspath(target)
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await _connect(address)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise DaemonUnavailable(shown, exc.strerror or str(exc)) from exc
+    except OSError as exc:
+        # trio.open_tcp_stream reports every failed attempt in one OSError
+        causes = [exc, exc.__cause__, *getattr(exc.__cause__, "exceptions", ())]
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            raise DaemonUnavailable(shown, "connection refused") from exc
+        raise
+    async with control_client(stream) as client:
+        yield client
 
 
-__all__ = ["ControlClient", "ControlConnectionLost", "ControlError", "open_control", "parse_target"]
+__all__ = [
+    "ControlClient",
+    "ControlConnectionLost",
+    "ControlError",
+    "DaemonUnavailable",
+    "control_client",
+    "open_control",
+    "parse_target",
+]

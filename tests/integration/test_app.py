@@ -11,6 +11,7 @@ import json
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,9 @@ import trio
 
 import sip
 from pusher_trio.app import Running, run
-from pusher_trio.config import (
-    Config,
-    ControlConfig,
-    LogConfig,
-    PushConfig,
-    SnifferConfig,
-    StoreConfig,
-)
 from pusher_trio.control import jsonrpc
-from pusher_trio.demo import Mirror, Phone, RpcClient
+from pusher_trio.control.client import ControlClient, control_client, open_control
+from pusher_trio.demo import Mirror, Phone, local_config
 from pusher_trio.model import (
     App,
     AppleCertAuth,
@@ -68,30 +62,21 @@ class ScriptedPusher:
         return None
 
 
-def make_config(tmp: Path, **push: Any) -> Config:
-    return Config(
-        control=ControlConfig(unix_socket=str(tmp / "run" / "control.sock"), tcp="127.0.0.1:0"),
-        sniffer=SnifferConfig(listen=["udp:127.0.0.1:0"]),
-        store=StoreConfig(path=str(tmp / "state" / "pusher.db")),
-        push=PushConfig(**push),
-        log=LogConfig(level="warning"),
-    )
-
-
 @attrs.define
 class Sidecar:
     running: Running
     pusher: ScriptedPusher
-    admin: RpcClient
+    admin: ControlClient
     mirror: Mirror
     nursery: trio.Nursery
 
     async def rpc(self, method: str, params: dict[str, Any]) -> Any:
         return await self.admin.call(method, params)
 
-    async def kamailio(self) -> RpcClient:
+    def kamailio(self) -> AbstractAsyncContextManager[ControlClient]:
+        """A connection as Kamailio's janssonrpcc makes it (TCP)."""
         assert self.running.control_tcp is not None
-        return await RpcClient.connect_tcp(*self.running.control_tcp)
+        return open_control("{}:{}".format(*self.running.control_tcp))
 
     async def devices(self, aor: str) -> list[dict[str, Any]]:
         result = await self.rpc("devices.list", {"aor": aor})
@@ -128,23 +113,22 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(
             lambda task_status: run(
-                make_config(tmp_path, wait_timeout=5),
+                local_config(tmp_path, wait_timeout=5),
                 task_status=task_status,
                 handle_signals=False,
                 pusher=pusher,
             )
         )
         assert running.control_socket is not None
-        admin = await RpcClient.connect_unix(running.control_socket)
-        app = App(BUNDLE, "apple", AppleCertAuth(pem="not used by the scripted pusher"))
-        await admin.call("apps.add", {"app": unstructure_app(app)})
-        mirror = Mirror(running.sniffer[0])
-        try:
-            yield Sidecar(running, pusher, admin, mirror, nursery)
-        finally:
-            mirror.close()
-            await admin.aclose()
-            running.shutdown()
+        async with open_control(running.control_socket) as admin:
+            app = App(BUNDLE, "apple", AppleCertAuth(pem="not used by the scripted pusher"))
+            await admin.call("apps.add", {"app": unstructure_app(app)})
+            mirror = Mirror(running.sniffer[0])
+            try:
+                yield Sidecar(running, pusher, admin, mirror, nursery)
+            finally:
+                mirror.close()
+        running.shutdown()
 
 
 async def until(predicate: Callable[[], object]) -> None:
@@ -202,10 +186,10 @@ async def test_push_and_wake(sidecar: Sidecar) -> None:
         await sidecar.wait_device(phone.aor)
         sidecar.mirror.send(phone, phone.register(0))  # asleep
         sidecar.pusher.on_push = lambda device: sidecar.mirror.send(phone, phone.register(600))
-        kamailio = await sidecar.kamailio()
-        result = await kamailio.call(
-            "push", {"aor": phone.aor, "call_id": "call-1", "caller_number": "100"}
-        )
+        async with sidecar.kamailio() as kamailio:
+            result = await kamailio.call(
+                "push", {"aor": phone.aor, "call_id": "call-1", "caller_number": "100"}
+            )
         assert result["status"] == "registered"
         assert result["aor"] == phone.aor
         assert isinstance(result["waited_ms"], int)
@@ -216,7 +200,6 @@ async def test_push_and_wake(sidecar: Sidecar) -> None:
         status = await sidecar.rpc("status", {})
         assert status["pushes"]["delivered"] == 1
         assert status["devices"] == 1
-        await kamailio.aclose()
 
 
 async def test_push_timeout(sidecar: Sidecar) -> None:
@@ -239,11 +222,9 @@ async def test_cancel_ends_only_that_call(sidecar: Sidecar) -> None:
         phone = ios_phone()
         sidecar.mirror.send(phone, phone.register(600))
         await sidecar.wait_device(phone.aor)
-        first = await sidecar.kamailio()
-        second = await sidecar.kamailio()
         outcomes: dict[str, Any] = {}
 
-        async def call(client: RpcClient, call_id: str) -> None:
+        async def call(client: ControlClient, call_id: str) -> None:
             try:
                 outcomes[call_id] = await client.call(
                     "push", {"aor": phone.aor, "call_id": call_id, "timeout": 3}
@@ -251,7 +232,11 @@ async def test_cancel_ends_only_that_call(sidecar: Sidecar) -> None:
             except jsonrpc.ControlError as exc:
                 outcomes[call_id] = exc
 
-        async with trio.open_nursery() as nursery:
+        async with (
+            sidecar.kamailio() as first,
+            sidecar.kamailio() as second,
+            trio.open_nursery() as nursery,
+        ):
             nursery.start_soon(call, first, "call-a")
             nursery.start_soon(call, second, "call-b")
             await until(lambda: sidecar.running.waiters.waiting >= 2)
@@ -263,8 +248,6 @@ async def test_cancel_ends_only_that_call(sidecar: Sidecar) -> None:
         assert isinstance(outcomes["call-a"], jsonrpc.Cancelled)
         assert outcomes["call-a"].code == -32006
         assert outcomes["call-b"]["status"] == "registered"
-        await first.aclose()
-        await second.aclose()
 
 
 async def test_two_calls_one_aor_share_one_push(sidecar: Sidecar) -> None:
@@ -273,22 +256,23 @@ async def test_two_calls_one_aor_share_one_push(sidecar: Sidecar) -> None:
         sidecar.mirror.send(phone, phone.register(600))
         await sidecar.wait_device(phone.aor)
         sidecar.pusher.delay = 0.05
-        clients = [await sidecar.kamailio(), await sidecar.kamailio()]
         results: list[Any] = []
 
-        async def call(client: RpcClient, call_id: str) -> None:
+        async def call(client: ControlClient, call_id: str) -> None:
             results.append(await client.call("push", {"aor": phone.aor, "call_id": call_id}))
 
-        async with trio.open_nursery() as nursery:
-            for i, client in enumerate(clients):
+        async with (
+            sidecar.kamailio() as one,
+            sidecar.kamailio() as two,
+            trio.open_nursery() as nursery,
+        ):
+            for i, client in enumerate((one, two)):
                 nursery.start_soon(call, client, f"call-{i}")
             await until(lambda: sidecar.running.waiters.waiting >= 2)
             await until(lambda: sidecar.pusher.sent)
             sidecar.mirror.send(phone, phone.register(600))
         assert [r["status"] for r in results] == ["registered", "registered"]
         assert len(sidecar.pusher.sent) == 1
-        for client in clients:
-            await client.aclose()
 
 
 async def test_token_invalid_marks_the_device_and_register_revives_it(sidecar: Sidecar) -> None:
@@ -358,43 +342,44 @@ async def test_bad_datagrams_and_control_messages_leave_it_serving(sidecar: Side
         # bad JSON inside a good frame: -32700, and the connection stays
         raw = await trio.open_tcp_stream(*sidecar.running.control_tcp)
         await raw.send_all(jsonrpc.encode_netstring(b"{not json"))
-        decoder = jsonrpc.NetstringDecoder()
-        while (frame := decoder.next_frame()) is None:
-            decoder.feed(await raw.receive_some(4096))
-        response = jsonrpc.parse_response(frame)
+        response = await raw_reply(raw)
         assert response.error is not None and response.error.code == -32700
-        client = RpcClient(raw)
-        assert "uptime_s" in await client.call("status", {})
-        with pytest.raises(jsonrpc.MethodNotFound):
-            await client.call("no.such.method", {})
-        with pytest.raises(jsonrpc.InvalidParams):
-            await client.call("push", {"aor": "a@b", "timeout": -1})
-        await broken.aclose()
-        # a message announced over 64 KiB: -32600 with id null, that connection closes
-        big = await trio.open_tcp_stream(*sidecar.running.control_tcp)
-        await big.send_all(b"70000:")
-        data = b""
-        while chunk := await big.receive_some(4096):
-            data += chunk
-        assert b'"id":null' in data and b"-32600" in data
-        await big.aclose()
-        # a batch gets -32600; the connection stays
-        batch = RpcClient(await trio.open_tcp_stream(*sidecar.running.control_tcp))
-        await batch._stream.send_all(jsonrpc.encode_netstring(b"[]"))
-        decoder = jsonrpc.NetstringDecoder()
-        while (frame := decoder.next_frame()) is None:
-            decoder.feed(await batch._stream.receive_some(4096))
-        error = jsonrpc.parse_response(frame).error
-        assert error is not None and error.code == -32600
-        assert "uptime_s" in await batch.call("status", {})
-        await batch.aclose()
-        # still learning registrations
-        phone = ios_phone("frank")
-        sidecar.mirror.send(phone, phone.register(600))
-        await sidecar.wait_device(phone.aor)
-        status = await client.call("status", {})
-        assert status["datagrams"]["dropped_malformed"] >= 2
-        await client.aclose()
+        async with control_client(raw) as client:
+            assert "uptime_s" in await client.call("status", {})
+            with pytest.raises(jsonrpc.MethodNotFound):
+                await client.call("no.such.method", {})
+            with pytest.raises(jsonrpc.InvalidParams):
+                await client.call("push", {"aor": "a@b", "timeout": -1})
+            await broken.aclose()
+            # a message announced over 64 KiB: -32600 with id null, that connection closes
+            big = await trio.open_tcp_stream(*sidecar.running.control_tcp)
+            await big.send_all(b"70000:")
+            data = b""
+            while chunk := await big.receive_some(4096):
+                data += chunk
+            assert b'"id":null' in data and b"-32600" in data
+            await big.aclose()
+            # a batch gets -32600; the connection stays
+            stream = await trio.open_tcp_stream(*sidecar.running.control_tcp)
+            await stream.send_all(jsonrpc.encode_netstring(b"[]"))
+            error = (await raw_reply(stream)).error
+            assert error is not None and error.code == -32600
+            async with control_client(stream) as batch:
+                assert "uptime_s" in await batch.call("status", {})
+            # still learning registrations
+            phone = ios_phone("frank")
+            sidecar.mirror.send(phone, phone.register(600))
+            await sidecar.wait_device(phone.aor)
+            status = await client.call("status", {})
+            assert status["datagrams"]["dropped_malformed"] >= 2
+
+
+async def raw_reply(stream: trio.abc.Stream) -> jsonrpc.Response:
+    """Read one reply frame byte by byte (nothing of a later frame is consumed)."""
+    decoder = jsonrpc.NetstringDecoder()
+    while (frame := decoder.next_frame()) is None:
+        decoder.feed(await stream.receive_some(1))
+    return jsonrpc.parse_response(frame)
 
 
 async def test_shutdown_answers_waiting_pushes(tmp_path: Path) -> None:
@@ -403,32 +388,32 @@ async def test_shutdown_answers_waiting_pushes(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(
                 lambda task_status: run(
-                    make_config(tmp_path), task_status=task_status, handle_signals=False,
+                    local_config(tmp_path), task_status=task_status, handle_signals=False,
                     pusher=pusher,
                 )
             )  # fmt: skip
             assert running.control_socket is not None
-            admin = await RpcClient.connect_unix(running.control_socket)
-            app = App(BUNDLE, "apple", AppleCertAuth(pem="x"))
-            await admin.call("apps.add", {"app": unstructure_app(app)})
-            mirror = Mirror(running.sniffer[0])
-            phone = ios_phone()
-            mirror.send(phone, phone.register(600))
-            mirror.close()
-            await until(lambda: running.store.devices(phone.aor))
-            errors: list[Exception] = []
+            async with open_control(running.control_socket) as admin:
+                app = App(BUNDLE, "apple", AppleCertAuth(pem="x"))
+                await admin.call("apps.add", {"app": unstructure_app(app)})
+                mirror = Mirror(running.sniffer[0])
+                phone = ios_phone()
+                mirror.send(phone, phone.register(600))
+                mirror.close()
+                await until(lambda: running.store.devices(phone.aor))
+                errors: list[Exception] = []
 
-            async def wait_push() -> None:
-                try:
-                    await admin.call("push", {"aor": phone.aor, "call_id": "c-down"})
-                except jsonrpc.ControlError as exc:
-                    errors.append(exc)
+                async def wait_push() -> None:
+                    try:
+                        await admin.call("push", {"aor": phone.aor, "call_id": "c-down"})
+                    except jsonrpc.ControlError as exc:
+                        errors.append(exc)
 
-            nursery.start_soon(wait_push)
-            await until(lambda: running.waiters.waiting >= 1)
-            started = trio.current_time()
-            running.shutdown()
-        await admin.aclose()
+                async with trio.open_nursery() as waiting:
+                    waiting.start_soon(wait_push)
+                    await until(lambda: running.waiters.waiting >= 1)
+                    started = trio.current_time()
+                    running.shutdown()
         assert trio.current_time() - started < 5
         assert len(errors) == 1 and isinstance(errors[0], jsonrpc.ShuttingDown)
         assert errors[0].code == -32005
@@ -459,7 +444,7 @@ async def test_reload_applies_push_limits_and_sniffer_rules(sidecar: Sidecar) ->
 async def test_metrics_endpoint_exports_the_status_counters(tmp_path: Path) -> None:
     from pusher_trio.config import MetricsConfig
 
-    config = attrs.evolve(make_config(tmp_path), metrics=MetricsConfig(listen="127.0.0.1:0"))
+    config = attrs.evolve(local_config(tmp_path), metrics=MetricsConfig(listen="127.0.0.1:0"))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(

@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from pusher_trio.control import jsonrpc
-from pusher_trio.demo import Mirror, Phone, RpcClient
+from pusher_trio.control.client import open_control
+from pusher_trio.demo import Mirror, Phone
 
 BUNDLE = "org.example.phone"
 
@@ -135,45 +136,42 @@ async def test_sigterm_answers_waiting_calls_shutting_down_and_exits_0(daemon: D
     stall = stalling_listener()
     try:
         with trio.fail_after(20):
-            admin = await RpcClient.connect_unix(daemon.socket)
-            from pusher_trio.model import App
-            from pusher_trio.providers import load_apple_cert
-            from pusher_trio.store import unstructure_app
+            async with open_control(daemon.socket) as admin:
+                from pusher_trio.model import App
+                from pusher_trio.providers import load_apple_cert
+                from pusher_trio.store import unstructure_app
 
-            pem = Authority().apns_client_pem(BUNDLE)
-            auth, _ = load_apple_cert(pem, time.time())
-            app = App(BUNDLE, "apple", auth, host=f"127.0.0.1:{stall.getsockname()[1]}")
-            await admin.call("apps.add", {"app": unstructure_app(app)})
-            phone = Phone(
-                "iOS", "alice", "198.51.100.7", 50600,
-                f"pn-provider=apns;pn-prid={'ab' * 32};pn-param=TEAM123456.{BUNDLE}.voip", "T/1",
-            )  # fmt: skip
-            mirror = Mirror(daemon.sniffer)
-            mirror.send(phone, phone.register(600))
-            mirror.close()
-            with trio.fail_after(3):
-                while not (await admin.call("devices.list", {"aor": phone.aor}))["devices"]:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
-            errors: list[jsonrpc.ControlError] = []
-
-            async def call(call_id: str) -> None:
-                client = await RpcClient.connect_unix(daemon.socket)
-                try:
-                    await client.call("push", {"aor": phone.aor, "call_id": call_id})
-                except jsonrpc.ControlError as exc:
-                    errors.append(exc)
-                finally:
-                    await client.aclose()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(call, "c1")
-                nursery.start_soon(call, "c2")
+                pem = Authority().apns_client_pem(BUNDLE)
+                auth, _ = load_apple_cert(pem, time.time())
+                app = App(BUNDLE, "apple", auth, host=f"127.0.0.1:{stall.getsockname()[1]}")
+                await admin.call("apps.add", {"app": unstructure_app(app)})
+                phone = Phone(
+                    "iOS", "alice", "198.51.100.7", 50600,
+                    f"pn-provider=apns;pn-prid={'ab' * 32};pn-param=TEAM123456.{BUNDLE}.voip", "T/1",
+                )  # fmt: skip
+                mirror = Mirror(daemon.sniffer)
+                mirror.send(phone, phone.register(600))
+                mirror.close()
                 with trio.fail_after(3):
-                    while (await admin.call("status", {}))["waiting"] < 2:  # noqa: ASYNC110
+                    while not (await admin.call("devices.list", {"aor": phone.aor}))["devices"]:  # noqa: ASYNC110
                         await trio.sleep(0.01)
-                sent = time.monotonic()
-                daemon.proc.send_signal(signal.SIGTERM)
-            await admin.aclose()
+                errors: list[jsonrpc.ControlError] = []
+
+                async def call(call_id: str) -> None:
+                    try:
+                        async with open_control(daemon.socket) as client:
+                            await client.call("push", {"aor": phone.aor, "call_id": call_id})
+                    except jsonrpc.ControlError as exc:
+                        errors.append(exc)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call, "c1")
+                    nursery.start_soon(call, "c2")
+                    with trio.fail_after(3):
+                        while (await admin.call("status", {}))["waiting"] < 2:  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                    sent = time.monotonic()
+                    daemon.proc.send_signal(signal.SIGTERM)
             code = await trio.to_thread.run_sync(daemon.proc.wait, 6)
             took = time.monotonic() - sent
         assert code == 0
@@ -197,9 +195,8 @@ async def test_sighup_reloads_and_a_bad_file_keeps_the_old_one(
         assert "push.wait_timeout" in line["msg"]
         assert str(daemon_config) in line["msg"]
         # the bad file was refused and the daemon goes on serving
-        client = await RpcClient.connect_unix(daemon.socket)
-        assert "uptime_s" in await client.call("status", {})
-        await client.aclose()
+        async with open_control(daemon.socket) as client:
+            assert "uptime_s" in await client.call("status", {})
         assert daemon.proc.poll() is None
 
 

@@ -18,16 +18,9 @@ from load.fake_apns import FakeApns
 from load.fake_fcm import FakeFcm
 from load.standin_common import Answer, Stall
 from pusher_trio.app import Running, run
-from pusher_trio.config import (
-    Config,
-    ControlConfig,
-    LogConfig,
-    PushConfig,
-    SnifferConfig,
-    StoreConfig,
-)
 from pusher_trio.control import jsonrpc
-from pusher_trio.demo import Mirror, Phone, RpcClient
+from pusher_trio.control.client import ControlClient, open_control
+from pusher_trio.demo import Mirror, Phone, local_config
 from pusher_trio.model import App
 from pusher_trio.providers import load_apple_cert, load_service_account
 from pusher_trio.store import unstructure_app
@@ -42,7 +35,7 @@ class World:
     running: Running
     apns: FakeApns
     fcm: FakeFcm
-    admin: RpcClient
+    admin: ControlClient
     mirror: Mirror
     wake: dict[str, Phone] = attrs.field(factory=dict)  # token -> phone that registers on push
 
@@ -81,13 +74,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
     apns = FakeApns(authority=authority, topics={BUNDLE}, on_delivered=delivered)
     fcm = FakeFcm(authority=authority, on_delivered=delivered)
-    config = Config(
-        control=ControlConfig(unix_socket=str(tmp_path / "control.sock"), tcp=""),
-        sniffer=SnifferConfig(listen=["udp:127.0.0.1:0"]),
-        store=StoreConfig(path=str(tmp_path / "pusher.db")),
-        push=PushConfig(wait_timeout=3, ca_file=ca_file),
-        log=LogConfig(level="warning"),
-    )
+    config = local_config(tmp_path, tcp="", wait_timeout=3, ca_file=ca_file)
     async with trio.open_nursery() as nursery:
         apns_port = await nursery.start(apns.serve)
         await nursery.start(fcm.serve)
@@ -101,7 +88,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
         running: Running = await nursery.start(sidecar)
         assert running.control_socket is not None
-        admin = await RpcClient.connect_unix(running.control_socket)
         auth, _ = load_apple_cert(apns.client_pem(BUNDLE), time.time())
         apple = App(BUNDLE, "apple", auth, host=f"127.0.0.1:{apns_port}", push_type="voip")
         account = fcm.new_service_account(PROJECT)
@@ -110,14 +96,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             "firebase",
             load_service_account(json.dumps(account), base_url=fcm.base_url),
         )
-        for app in (apple, firebase):
-            await admin.call("apps.add", {"app": unstructure_app(app)})
-        mirror = holder["mirror"] = Mirror(running.sniffer[0])
-        try:
-            yield World(running, apns, fcm, admin, mirror, wake)
-        finally:
-            mirror.close()
-            await admin.aclose()
+        async with open_control(running.control_socket) as admin:
+            for app in (apple, firebase):
+                await admin.call("apps.add", {"app": unstructure_app(app)})
+            mirror = holder["mirror"] = Mirror(running.sniffer[0])
+            try:
+                yield World(running, apns, fcm, admin, mirror, wake)
+            finally:
+                mirror.close()
             running.shutdown()
             with trio.move_on_after(5):
                 await stopped.wait()
@@ -191,13 +177,11 @@ async def test_shutdown_with_a_stalled_push_answers_shutting_down_within_5_s(
 
         async def call() -> None:
             assert world.running.control_socket is not None
-            client = await RpcClient.connect_unix(world.running.control_socket)
             try:
-                await client.call("push", {"aor": phone.aor, "call_id": "cd"})
+                async with open_control(world.running.control_socket) as client:
+                    await client.call("push", {"aor": phone.aor, "call_id": "cd"})
             except jsonrpc.ControlError as exc:
                 errors.append(exc)
-            finally:
-                await client.aclose()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
@@ -208,3 +192,17 @@ async def test_shutdown_with_a_stalled_push_answers_shutting_down_within_5_s(
             world.running.shutdown()
         assert trio.current_time() - started < 5
         assert [e.code for e in errors] == [-32005]
+
+
+async def test_removing_an_app_closes_its_connection(world: World) -> None:
+    with trio.fail_after(10):
+        phone, _token = ios("fred")
+        world.mirror.send(phone, phone.register(600))
+        await world.device(phone.aor)
+        result = await world.admin.call("push", {"aor": phone.aor, "wait": False})
+        assert result["pushes"][0]["outcome"] == "delivered"
+        await world.apns.wait_open_connections(1)
+        assert await world.admin.call("apps.remove", {"app_id": BUNDLE}) == {"removed": True}
+        await world.apns.wait_open_connections(0)  # the pool said GOAWAY and closed
+        status = await world.admin.call("status", {})
+        assert status["providers"]["pools"] == 0

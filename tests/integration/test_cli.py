@@ -17,29 +17,10 @@ from load.certs import Authority, make_p8, make_service_account, random_id, serv
 from pusher_trio.app import Running, run
 from pusher_trio.config import load_config
 from pusher_trio.demo import Mirror, Phone
-from pusher_trio.model import App, Delivered, Device, Outcome, PushMessage
+from tests.integration.test_app import ScriptedPusher
 
 BUNDLE = "org.example.phone"
 TEAM = "TEAM123456"
-
-
-@attrs.define
-class ScriptedPusher:
-    """A `model.Pusher` that accepts every push and calls `on_push` (the phone waking)."""
-
-    on_push: Any = None
-    sent: list[tuple[str, str, PushMessage]] = attrs.field(factory=list)
-
-    async def send(
-        self, app: App, device: Device, message: PushMessage, *, expires_at: float
-    ) -> Outcome:
-        self.sent.append((app.app_id, device.token, message))
-        if self.on_push is not None:
-            self.on_push(device)
-        return Delivered()
-
-    async def aclose(self) -> None:
-        return None
 
 
 CONFIG = """

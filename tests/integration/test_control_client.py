@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,12 @@ import pytest
 import trio
 
 from pusher_trio.control import jsonrpc
-from pusher_trio.control.client import ControlConnectionLost, open_control, parse_target
+from pusher_trio.control.client import (
+    ControlConnectionLost,
+    DaemonUnavailable,
+    open_control,
+    parse_target,
+)
 from pusher_trio.control.jsonrpc import Cancelled, MethodNotFound
 from pusher_trio.control.server import ControlServer, parse_tcp
 from pusher_trio.service import Service
@@ -30,6 +36,7 @@ def test_parse_target() -> None:
     assert parse_target("/run/pusher-trio/control.sock") == "/run/pusher-trio/control.sock"
     assert parse_target("control.sock") == "control.sock"
     assert parse_target("./a:1") == "./a:1"
+    assert parse_target("tcp:127.0.0.1:5290") == ("127.0.0.1", 5290)
 
 
 def test_parse_tcp() -> None:
@@ -104,9 +111,22 @@ async def test_framing_error_reply_fails_the_client_calls(tmp_path: Path) -> Non
 
 
 async def test_connect_to_missing_socket_fails(tmp_path: Path) -> None:
-    with trio.fail_after(10), pytest.raises(FileNotFoundError):
+    with trio.fail_after(10), pytest.raises(DaemonUnavailable) as info:
         async with open_control(str(tmp_path / "none.sock")):
             pass  # pragma: no cover
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert "none.sock" in str(info.value)
+
+
+async def test_connect_to_a_stale_socket_file_fails(tmp_path: Path) -> None:
+    path = tmp_path / "stale.sock"
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await listener.bind(str(path))
+    listener.close()  # the file stays, nobody listens: what a crashed daemon leaves
+    with trio.fail_after(10), pytest.raises(DaemonUnavailable) as info:
+        async with open_control(str(path)):
+            pass  # pragma: no cover
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
 async def test_a_connection_stops_being_read_at_max_in_flight(tmp_path: Path) -> None:
@@ -141,3 +161,14 @@ async def test_status_reports_control_statistics_and_latency(tmp_path: Path) -> 
     assert status["control"]["requests"] == 2
     assert status["latency_ms"]["push_out"]["count"] == 1
     assert json.dumps(status)  # JSON all the way down
+
+
+async def test_an_error_of_the_callers_block_comes_out_unwrapped(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with control_server(tmp_path) as (_, _, unix, _):
+            with pytest.raises(MethodNotFound):
+                async with open_control(unix) as control:
+                    await control.call("nope", {})
+            with pytest.raises(KeyError):
+                async with open_control(unix):
+                    raise KeyError("mine")

@@ -74,18 +74,36 @@ def test_demo_without_a_checkout_exits_2(
     assert "needs a source checkout" in err
 
 
-def test_demo_without_the_test_extras_exits_2(
+def test_demo_with_a_broken_install_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real = demo.importlib.import_module
 
     def missing(name: str) -> object:
-        if name == "load.certs":
-            raise ModuleNotFoundError("No module named 'trustme'", name="trustme")
+        if name == "load.fake_apns":
+            raise ModuleNotFoundError("No module named 'h2'", name="h2")
         return real(name)
 
     monkeypatch.setattr(demo.importlib, "import_module", missing)
     assert demo.main() == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "trustme" in err and "[test]" in err
+    assert "h2" in err and "pip install -e ." in err
+
+
+def test_the_stand_ins_need_only_the_packages_dependencies() -> None:
+    # `nox -s demo` installs the package alone: nothing of the test extras may be imported.
+    code = (
+        "import sys, importlib\n"
+        "sys.modules['trustme'] = None  # an import of it fails\n"
+        "for name in ('load.certs', 'load.fake_apns', 'load.fake_fcm'):\n"
+        "    importlib.import_module(name)\n"
+        "print('ok')\n"
+    )
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from pusher_trio import cli
+from pusher_trio.control.client import parse_target
+from pusher_trio.control.jsonrpc import ControlError, InvalidParams
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
@@ -229,9 +231,7 @@ class FakeDaemon:
         self.results = results
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(
-        self, target: cli.ControlTarget, method: str, params: dict[str, Any], timeout: float
-    ) -> Any:
+    def __call__(self, target: str, method: str, params: dict[str, Any], timeout: float) -> Any:
         self.calls.append((method, dict(params)))
         result = self.results[method]
         if isinstance(result, Exception):
@@ -381,10 +381,14 @@ def test_config_set_json_sends_parsed_json(
 
 
 def test_socket_host_port_means_tcp() -> None:
-    target = cli.ControlTarget.parse("127.0.0.1:5290")
-    assert (target.address, target.path) == (("127.0.0.1", 5290), None)
-    target = cli.ControlTarget.parse("/run/pusher-trio/control.sock")
-    assert (target.address, target.path) == (None, "/run/pusher-trio/control.sock")
+    # the CLI hands --socket to control/client.py, which reads host:port as TCP
+    target = cli.control_target("127.0.0.1:5290")
+    assert parse_target(target) == ("127.0.0.1", 5290)
+    target = cli.control_target("/run/pusher-trio/control.sock")
+    assert parse_target(target) == "/run/pusher-trio/control.sock"
+    assert parse_target(cli.control_target("tcp:[::1]:5290")) == ("::1", 5290)
+    with pytest.raises(cli.UsageError):
+        cli.control_target("tcp:nonsense")
 
 
 def test_device_id_that_is_a_token_is_masked() -> None:
@@ -392,3 +396,31 @@ def test_device_id_that_is_a_token_is_masked() -> None:
     assert TOKEN not in json.dumps(shown, ensure_ascii=False)
     urn = '"<urn:uuid:00000000-0000-0000-0000-000000000001>"'
     assert cli._mask_device({"device_id": urn})["device_id"] == urn
+
+
+def test_config_get_of_a_missing_key_exits_1(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # what the service answers (-32602 naming the key) is "the operation failed" for the CLI
+    missing = InvalidParams("no config key User-Agents.X", data={"key": "User-Agents.X"})
+    daemon.results["config.get"] = cli.RemoteError.from_control(missing)
+    code, out, err = run(["config", "get", "User-Agents.X"], capsys)
+    assert (code, out) == (1, "")
+    assert_one_line_error(err)
+    assert "no config key User-Agents.X" in err
+
+
+def test_config_get_of_a_bad_key_exits_2(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.results["config.get"] = cli.RemoteError.from_control(InvalidParams("empty key part"))
+    code, _, err = run(["config", "get", "User-Agents..x"], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+
+
+def test_remote_error_names_come_from_the_protocol() -> None:
+    error = cli.RemoteError.from_control(ControlError("odd", code=-32099))
+    assert (str(error), error.code) == ("error -32099: odd", 1)
+    error = cli.RemoteError.from_control(InvalidParams("timeout"))
+    assert (str(error), error.code) == ("InvalidParams: timeout", 2)
