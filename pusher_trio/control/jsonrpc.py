@@ -20,6 +20,7 @@ h2's exceptions carry `error_code`.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -283,12 +284,28 @@ def _valid_id(value: object) -> bool:
     return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode_text(message: JSON) -> bool:
+    """False when a string in `message` holds a surrogate that no pair completed."""
+    try:
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
+
+
 def parse_request(frame: bytes) -> Request:
     """One frame -> `Request`, or a `ControlError` carrying the id to answer (None: null)."""
     try:
         message = json.loads(frame)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise ParseError("message is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(frame) is not None and not _is_unicode_text(message):
+        # RFC 8259 §8.2 / RFC 7493 §2.1: a lone surrogate ("\ud800") is no character.
+        # Taken in, it could not be stored (SQLite wants UTF-8) nor written back.
+        raise ParseError("message has a string with a lone surrogate escape")
     if isinstance(message, list):
         raise InvalidRequest("batches are not supported")
     if not isinstance(message, dict):
@@ -309,7 +326,10 @@ def parse_request(frame: bytes) -> Request:
 
 
 def _dumps(obj: JSON) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate ("\ud800" in a received id or string) has no UTF-8 form;
+    # backslashreplace writes it as the JSON escape \ud800, which reads back the same.
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def encode_result(id: RequestId, result: JSON) -> bytes:

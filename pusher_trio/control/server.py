@@ -320,7 +320,12 @@ class ControlServer:
                 log.exception("control method %s failed", request.method)
                 reply = jsonrpc.encode_error(request.id, InternalError("internal error"))
             else:
-                reply = jsonrpc.encode_result(request.id, result)
+                try:
+                    reply = jsonrpc.encode_result(request.id, result)
+                except (ValueError, TypeError, RecursionError):  # a result JSON cannot carry
+                    self._stats["errors"] += 1
+                    log.exception("control method %s: the result cannot be encoded", request.method)
+                    reply = jsonrpc.encode_error(request.id, InternalError("internal error"))
             if not request.is_notification:
                 await self._send(conn, reply)
                 self._stats["replies"] += 1
