@@ -390,12 +390,19 @@ def cmd_apps_list(session: Session) -> int:
 
 def cmd_apps_remove(session: Session) -> int:
     app_id = session.args.app_id
-    result, _ = session.call_or_store("apps.remove", {"app_id": app_id})
-    removed = result.get("removed", True) if isinstance(result, dict) else bool(result)
-    if not removed:
-        raise CliError(f"no app {app_id}")
+    _remove(session, "apps.remove", {"app_id": app_id}, "removed", f"no app {app_id}")
     session.out.write(f"removed app {app_id}\n")
     return 0
+
+
+def _remove(
+    session: Session, method: str, params: Mapping[str, Any], field: str, missing: str
+) -> None:
+    """apps.remove / config.delete, daemon or store file: nothing removed is a failure."""
+    result, _ = session.call_or_store(method, params)
+    done = result.get(field, True) if isinstance(result, dict) else bool(result)
+    if not done:
+        raise CliError(missing)
 
 
 # --- dynamic configuration ------------------------------------------------------------------
@@ -449,10 +456,7 @@ def cmd_config_set_json(session: Session) -> int:
 
 def cmd_config_delete(session: Session) -> int:
     key = session.args.key
-    result, _ = session.call_or_store("config.delete", {"key": key})
-    deleted = result.get("deleted", True) if isinstance(result, dict) else bool(result)
-    if not deleted:
-        raise CliError(f"no config key {key}")
+    _remove(session, "config.delete", {"key": key}, "deleted", f"no config key {key}")
     session.out.write(f"deleted {key}\n")
     return 0
 

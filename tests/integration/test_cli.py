@@ -277,6 +277,10 @@ async def test_running_daemon_add_app_devices_push_status(
         nobody = await cli(config, "push", "nobody@example.com")
         assert nobody.code == 1 and "NoPushTarget" in nobody.err
 
+        missing = await cli(config, "config", "get", "User-Agents.Nope")
+        assert missing.code == 1 and one_line(missing.err)
+        assert "no config key User-Agents.Nope" in missing.err
+
         status = await cli(config, "status", "--json")
         assert status.code == 0
         numbers = json.loads(status.out)
