@@ -23,7 +23,9 @@ folded lines) take the full parser instead. The table's events update the store
 (in memory at once, on disk in batches by the store's writer thread) and are
 handed to the callbacks.
 
-`statistics()` keys: the COUNTERS below (datagrams by outcome), the table's
+`statistics()` keys: the COUNTERS below (datagrams by outcome: every datagram read
+ends in exactly one of dropped_not_allowed, dropped_auth, dropped_malformed,
+ignored_not_sip, ignored_not_register, registers, responses, errors), the table's
 counters prefixed `table_` (pending, pending_bytes, registers, answered_2xx,
 answered_failure, provisional, unmatched_responses, malformed_registers, expired,
 evicted, registered_events, unregistered_events) and `rcvbuf_bytes` (what
@@ -75,6 +77,11 @@ _LOG_INTERVAL = 10.0  # seconds between two logs of unexpected errors
 _CSEQ = re.compile(rb"\n(?i:cseq)[ \t]*:[ \t]*(\d{1,10})[ \t]+([A-Za-z]+)[ \t]*\r")
 _CALL_ID = re.compile(rb"\n(?i:call-id|i)[ \t]*:[ \t]*([^\r\n]*)\r")
 _NO_MAPPING: Mapping[str, Any] = {}
+# RFC 3261 §25.1: Request-Line = Method SP Request-URI SP SIP-Version; a method is a token.
+# Enough of it to tell another request (INVITE, OPTIONS: ignored) from junk (malformed).
+_REQUEST_START = re.compile(rb"[A-Za-z0-9.!%*_+`'~-]{1,32} [^ \r\n]")
+# RFC 5626 §4.4.1 keep-alives (CRLF CRLF), stray padding: ignored, not malformed.
+_BLANK = re.compile(rb"[\r\n\t \x00]*")
 
 
 def _call_id(payload: bytes, end: int) -> str | None:
@@ -123,6 +130,8 @@ COUNTERS = (
     "dropped_malformed",  # bad HEP or SIP
     "ignored_not_sip",  # HEP payload type other than SIP
     "ignored_not_register",  # other requests, responses to other methods, keep-alives
+    "registers",  # REGISTER requests handed to the table (lazily or parsed)
+    "responses",  # responses to REGISTER handed to the table
     "registers_lazy",  # REGISTERs kept as bytes until a 2xx (parsed by the table then)
     "responses_fast",  # responses to REGISTER classified without the full parser
     "errors",  # unexpected exceptions (bugs) while handling a datagram; logged
@@ -335,6 +344,7 @@ class Sniffer:
                 stats["parsed"] += 1
                 user_agents = _NO_MAPPING if table.require_2xx else self._user_agents()
                 events = table.apply(message, now, user_agents)
+            stats["registers"] += 1
         elif payload[:8] == b"SIP/2.0 ":
             end = payload.find(b"\r\n\r\n")
             if end < 0:
@@ -357,9 +367,12 @@ class Sniffer:
             wanted = 200 <= status < 300 and table.is_pending(call_id, number)
             user_agents = self._user_agents() if wanted else _NO_MAPPING
             events = table.apply_response(call_id, number, status, now, user_agents)
-        else:
+            stats["responses"] += 1
+        elif _REQUEST_START.match(payload) is not None or _BLANK.fullmatch(payload) is not None:
             stats["ignored_not_register"] += 1
             return
+        else:
+            raise sip.SipParseError("neither a SIP request nor a SIP response")
         for event in events:
             if isinstance(event, Registered):
                 stats["registrations"] += 1
