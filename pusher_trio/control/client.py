@@ -1,4 +1,4 @@
-"""A small trio client for the control protocol (tests, tools, anything async).
+"""The trio client for the control protocol: the CLI, the demo, tests, anything async.
 
     async with open_control("/run/pusher-trio/control.sock") as control:   # or "127.0.0.1:5290"
         result = await control.call("push", {"aor": "alice@example.com"})
