@@ -70,6 +70,11 @@ OWN_STREAM_LIMIT = 1000  # never more streams per connection than this, whatever
 # succeeds, then raises the limit: while a new connection has not answered yet (up to
 # this long), wait for it rather than opening more connections.
 WARMUP = 1.0
+# A peer that owes us answers and has said nothing for this long is PINGed at once, and
+# the connection takes no new streams until it answers: a dead peer (TCP still up,
+# nothing comes back) would otherwise swallow every push until the idle PING, a minute
+# later (measured by load/faults_providers.py: no recovery within 20 s before this).
+SILENCE_PROBE = 2.0
 
 
 class TransportError(Exception):
@@ -157,9 +162,10 @@ def make_ssl_context(ca_file: str | None = None, client_pem: str | None = None) 
 
 
 class _Stream:
-    __slots__ = ("body", "done", "error", "headers", "status")
+    __slots__ = ("body", "done", "error", "headers", "sent_at", "status")
 
-    def __init__(self) -> None:
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
         self.status = 0
         self.headers: tuple[tuple[str, str], ...] = ()
         self.body = bytearray()
@@ -266,13 +272,16 @@ class Connection:
         self._window_changed = trio.Event()
         self._closed_sent = trio.Event()
         self._ping_acked = trio.Event()
+        self._probe_wanted = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._last_received = 0.0
+        self._owed_since: float | None = None  # open streams, peer silent since then
         self._settings_seen = False
         self.active = 0  # requests holding a slot (the pool's bookkeeping)
         self.goaway = False
         self.closing = False
         self.dead = False
+        self.suspect = False  # a liveness PING is unanswered: no new streams meanwhile
         self.error: BaseException | None = None
         self.requests = 0
         self.responses = 0
@@ -283,7 +292,7 @@ class Connection:
 
     @property
     def usable(self) -> bool:
-        return not (self.goaway or self.closing or self.dead)
+        return not (self.goaway or self.closing or self.dead or self.suspect)
 
     @property
     def capacity(self) -> int:
@@ -437,7 +446,9 @@ class Connection:
                 raise _Replay from None
             except h2.exceptions.ProtocolError as error:
                 raise ConnectionLost(f"{self.origin.authority}: {error}") from error
-            stream = _Stream()
+            stream = _Stream(trio.current_time())
+            if self._owed_since is None:
+                self._owed_since = stream.sent_at
             self._streams[stream_id] = stream  # after send_headers: h2 counts it from here
             self.requests += 1
             try:
@@ -486,6 +497,9 @@ class Connection:
         self._streams.pop(stream_id, None)
         if stream.done.is_set() or self.dead:
             return
+        if self._last_received < stream.sent_at:
+            # Nothing at all came back since this stream went out: is the peer alive?
+            self._probe_wanted.set()
         try:
             self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -535,12 +549,29 @@ class Connection:
                 raise ConnectionLost(f"{self.origin.authority} sent GOAWAY")
 
     async def _pinger(self) -> None:
-        """Apple asks providers to keep connections open and PING idle ones."""
+        """Apple asks providers to keep connections open and PING idle ones.
+
+        Also a liveness probe: when streams wait and the peer has been silent for
+        SILENCE_PROBE (or a caller gave up on a stream that got nothing back), PING now
+        and open no new stream here until the answer; no answer: the connection is lost.
+        """
         while True:
-            idle = trio.current_time() - self._last_received
-            if idle < self._ping_interval:
-                await trio.sleep(self._ping_interval - idle)
+            now = trio.current_time()
+            due = self._last_received + self._ping_interval
+            owed = self._owed_since if self._streams else None
+            probe = self._probe_wanted.is_set() or (
+                owed is not None and now - owed >= SILENCE_PROBE
+            )
+            if now < due and not probe:
+                # Streams started since the last look are checked at the next one.
+                until = SILENCE_PROBE if owed is None else owed + SILENCE_PROBE - now
+                with trio.move_on_after(min(due - now, until)):
+                    await self._probe_wanted.wait()
                 continue
+            self._probe_wanted = trio.Event()
+            if probe:
+                self.suspect = True
+                self._changed()  # the pool may open another connection meanwhile
             self.pings += 1
             self._ping_acked = trio.Event()
             self._h2.ping(self.pings.to_bytes(8, "big"))
@@ -549,6 +580,9 @@ class Connection:
                 await self._ping_acked.wait()
             if not self._ping_acked.is_set():
                 raise ConnectionLost(f"{self.origin.authority} did not answer PING")
+            if self.suspect:
+                self.suspect = False
+                self._changed()
 
     async def _receive(self) -> bool:
         """Read once from the socket, decrypt every complete TLS record, feed h2."""
@@ -580,6 +614,8 @@ class Connection:
                     f"HTTP/2 error from {self.origin.authority}: {error}"
                 ) from error
             self._handle(events)
+        # The peer is alive now; what is still open is owed from now on.
+        self._owed_since = self._last_received if self._streams else None
         return alive
 
     def _handle(self, events: Iterable[h2.events.Event]) -> None:
@@ -685,6 +721,7 @@ class Pool:
         self._connecting = False
         self._failures = 0
         self._next_attempt = 0.0
+        self._last_failure: ConnectError | None = None
         self._changed_event = trio.Event()
         self._waiting = 0
         self.closed = False
@@ -736,7 +773,14 @@ class Pool:
                 if c.usable and c.responses == 0 and c.connected_at + WARMUP > now
             ]
             if self._connecting:
+                failures = self.connect_failures
                 await self._wait_change()
+                if self.connect_failures > failures and not any(
+                    c.usable for c in self._connections
+                ):
+                    # The connect we waited for failed: so does this request, at once
+                    # (each waiter trying again in turn would take the whole backoff).
+                    raise self._failed("connect failed")
             elif warming:
                 with trio.move_on_after(max(warming)):
                     await self._wait_change()
@@ -757,11 +801,7 @@ class Pool:
             delay = self._next_attempt - now
             if delay > 0:
                 if now + delay >= trio.current_effective_deadline():
-                    error = ConnectError(
-                        f"{self.origin.authority}: backing off after {self._failures} failed connects"
-                    )
-                    error.retry_after = delay
-                    raise error
+                    raise self._failed(f"backing off after {self._failures} failed connects")
                 await trio.sleep(delay)
             connection = Connection(
                 self.origin,
@@ -790,15 +830,26 @@ class Pool:
                     else ConnectError(f"{self.origin.authority}: {error or 'connect timed out'}")
                 )
                 failure.retry_after = self._next_attempt - trio.current_time()
+                self._last_failure = failure
                 if failure is error:
                     raise
                 raise failure from error
             self._failures = 0
+            self._last_failure = None
             self.connects += 1
             self._connections.append(connection)
         finally:
             self._connecting = False
             self._on_change()
+
+    def _failed(self, what: str) -> ConnectError:
+        """A ConnectError for a request that will not try to connect itself, saying why
+        the last attempt failed (a refused certificate stays a refused certificate)."""
+        last = self._last_failure
+        error = ConnectError(f"{self.origin.authority}: {what}" + (f" ({last})" if last else ""))
+        error.retry_after = max(0.0, self._next_attempt - trio.current_time())
+        error.tls_refused = last.tls_refused if last is not None else False
+        return error
 
     async def aclose(self) -> None:
         """GOAWAY on every connection once its streams are done (caller bounds the time)."""
