@@ -30,6 +30,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -631,6 +632,15 @@ class Daemon:
         self.lines: list[dict[str, Any]] = []
         self.running = self.wait_for("pusher-trio running")
         self.startup = time.monotonic() - self.started
+        # Keep reading stderr: a full pipe would block the daemon's logging.
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            if len(self.lines) < 10_000:
+                self.lines.append({"msg": raw.strip()})
 
     def wait_for(self, message: str, timeout: float = 15.0) -> dict[str, Any]:
         assert self.proc.stderr is not None
@@ -658,12 +668,18 @@ class Daemon:
     def tcp(self) -> str:
         return str(self.running["tcp"])
 
+    def _close(self) -> None:
+        drain = getattr(self, "_drain", None)
+        if drain is not None:
+            drain.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self._close()
 
     def terminate(self) -> int:
         if self.proc.poll() is None:
@@ -672,9 +688,8 @@ class Daemon:
             code = self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.kill()
-            code = -9
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+            return -9
+        self._close()
         return code
 
 
@@ -825,7 +840,7 @@ async def crash_restart(folder: Path, quick: bool) -> CrashReport:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         udp.close()
-        await trio.to_thread.run_sync(daemon.proc.wait, 10)
+        await trio.to_thread.run_sync(daemon.kill)
         report.rate = len(sent_at) / max(killed_at - started, 1e-6)
         report.sent = len(sent_at)
         early = [aor for aor, at in sent_at if at < killed_at - 1.0]

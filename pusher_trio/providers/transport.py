@@ -75,6 +75,7 @@ WARMUP = 1.0
 # nothing comes back) would otherwise swallow every push until the idle PING, a minute
 # later (measured by load/faults_providers.py: no recovery within 20 s before this).
 SILENCE_PROBE = 2.0
+PROBE_TIMEOUT = 3.0  # a probed peer that does not answer its PING this fast is dead
 
 
 class TransportError(Exception):
@@ -497,9 +498,12 @@ class Connection:
         self._streams.pop(stream_id, None)
         if stream.done.is_set() or self.dead:
             return
-        if self._last_received < stream.sent_at:
+        if self._last_received < stream.sent_at and self._ping_interval > 0:
             # Nothing at all came back since this stream went out: is the peer alive?
+            # No new stream here until it answers (the pinger PINGs it now).
+            self.suspect = True
             self._probe_wanted.set()
+            self._changed()
         try:
             self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -569,14 +573,16 @@ class Connection:
                     await self._probe_wanted.wait()
                 continue
             self._probe_wanted = trio.Event()
-            if probe:
+            if probe and not self.suspect:
                 self.suspect = True
                 self._changed()  # the pool may open another connection meanwhile
             self.pings += 1
             self._ping_acked = trio.Event()
             self._h2.ping(self.pings.to_bytes(8, "big"))
             self._kick()
-            with trio.move_on_after(self._ping_timeout):
+            # Streams wait on a probed peer: give it less time than an idle one.
+            timeout = min(self._ping_timeout, PROBE_TIMEOUT) if probe else self._ping_timeout
+            with trio.move_on_after(timeout):
                 await self._ping_acked.wait()
             if not self._ping_acked.is_set():
                 raise ConnectionLost(f"{self.origin.authority} did not answer PING")
