@@ -42,7 +42,7 @@ import trio
 from load.certs import LOCAL_NAMES, Authority
 from load.fake_apns import FakeApns
 from load.fake_fcm import FakeFcm
-from load.standin_common import Answer, Drop, Freeze, Reset, Stall
+from load.standin_common import Answer, Drop, Freeze, GoAway, Reset, Stall
 from pusher_trio.app import Running, run
 from pusher_trio.config import (
     Config,
@@ -375,6 +375,39 @@ async def fault_drop(bench: Bench, quick: bool, kind: str = "apple") -> FaultRep
     return report
 
 
+async def fault_flapping(bench: Bench, quick: bool, kind: str = "apple") -> FaultReport:
+    count = 10 if quick else 50
+    server = bench.apns if kind == "apple" else bench.fcm
+    report = FaultReport(
+        f"flapping-{kind}",
+        f"every connection closed at its first request, then GOAWAY before every stream; "
+        f"{count} pushes each (deadline 2s)",
+    )
+    server.script(Drop(), times=None)
+    dropped = await bench.burst(count, kind, deadline=2.0)
+    server.clear_script()
+    _all_in_time(report, dropped)
+    report.check(
+        "TCP closes: every push fails retry_later with a reason",
+        all(p.outcome == "retry_later" for p in dropped),
+    )
+    server.script(GoAway("Shutdown"), times=None)
+    refused = await bench.burst(count, kind, deadline=2.0)
+    server.clear_script()
+    _all_in_time(report, refused)
+    report.check(
+        "GOAWAYs: every push fails retry_later with a reason",
+        all(p.outcome == "retry_later" for p in refused),
+    )
+    report.notes.append(f"connections opened by the stand-in: {server.connections}")
+    report.check(
+        "reconnects backed off: at most 12 connections in ~4 s of flapping (was 135)",
+        server.connections <= 12,
+    )
+    await bench.recover(report, kind)
+    return report
+
+
 async def fault_rst_stream(bench: Bench, quick: bool, kind: str = "apple") -> FaultReport:
     count, resets = (20, 5) if quick else (200, 50)
     server = bench.apns if kind == "apple" else bench.fcm
@@ -565,6 +598,8 @@ FAULTS: dict[str, FaultFn] = {
     "goaway-firebase": _kind(fault_goaway, "firebase"),
     "reset-apple": _kind(fault_drop, "apple"),
     "reset-firebase": _kind(fault_drop, "firebase"),
+    "flapping-apple": _kind(fault_flapping, "apple"),
+    "flapping-firebase": _kind(fault_flapping, "firebase"),
     "rst-stream-apple": _kind(fault_rst_stream, "apple"),
     "stall-apple": _kind(fault_stall, "apple"),
     "freeze-apple": _kind(fault_freeze, "apple"),
