@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import pytest
 import trio
 
 from load import faults_input as faults
@@ -18,3 +20,20 @@ async def test_overload_answers_overloaded_fast_and_recovers(tmp_path: Path) -> 
     assert figures["overloaded"] > 0
     assert figures["peak_waiting"] <= 50
     assert figures["recovered_s"] < 2.0
+
+
+@pytest.mark.xfail(reason=faults.KNOWN_GAPS["no-wait overload"])
+async def test_no_wait_pushes_are_held_to_max_waiting(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with faults.open_sidecar(tmp_path, max_waiting=10) as sidecar:
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sender.bind(("127.0.0.1", 0))
+            phone = faults.PhoneSim("slow")
+            await sidecar.learn(phone, sender)
+            sender.close()
+            sidecar.pusher.delay = 0.5
+            async with faults.rpc_connection(sidecar.tcp) as conn, trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(conn.call, "push", {"aor": phone.aor, "wait": False})
+            peak = sidecar.pusher.peak_in_flight
+    assert peak <= 10
