@@ -320,7 +320,9 @@ def _all_in_time(report: FaultReport, results: list[PushResult]) -> None:
         + (f" [late: {[(p.outcome, round(p.took, 2)) for p in late[:3]]}]" if late else ""),
         not late,
     )
-    unexplained = [p for p in results if p.outcome != "delivered" and not p.reason]
+    unexplained = [
+        p for p in results if p.outcome not in ("delivered", "registered") and not p.reason
+    ]
     report.check("every push not delivered carries a reason", not unexplained)
 
 
@@ -583,6 +585,97 @@ async def fault_expired_client_cert(bench: Bench, quick: bool) -> FaultReport:
     return report
 
 
+async def fault_waiting_push(bench: Bench, quick: bool) -> FaultReport:
+    """Kamailio's path: `push {aor}` waits for the REGISTER; the AOR has an iPhone and an
+    Android phone (learned from HEP copies), and the providers misbehave."""
+    report = FaultReport(
+        "waiting-push",
+        "push {aor, wait} to an AOR with an APNs and an FCM device: both 503 for ever; APNs "
+        "stalls and FCM 503s; GOAWAY then delivered and the phone registers",
+    )
+    run_id = os.urandom(3).hex()
+    apple_token, android_token = os.urandom(32).hex(), "fcm-" + os.urandom(40).hex()
+    user = f"kam{run_id}"
+    phones = {
+        "apns": {"token": apple_token, "instance": f"{run_id}-ios"},
+        "fcm": {"token": android_token, "instance": f"{run_id}-android"},
+    }
+    sniffer = bench.running.sniffer[0]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    serial = [0]
+
+    def register(provider: str) -> str:
+        serial[0] += 1
+        aor, reg, ok = register_pair(
+            serial[0], run_id, user=user, provider=provider, **phones[provider]
+        )
+        sender.sendto(reg, sniffer)
+        sender.sendto(ok, sniffer)
+        return aor
+
+    try:
+        aor = register("apns")
+        register("fcm")
+        with trio.fail_after(5):
+            while len((await bench.control.call("devices.list", {"aor": aor}))["devices"]) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+        async def waiting(deadline: float) -> PushResult:
+            bench.serial += 1
+            started = trio.current_time()
+            outcome, reason = "hang", None
+            with trio.move_on_after(deadline + HANG):
+                try:
+                    result = await bench.control.call(
+                        "push", {"aor": aor, "call_id": f"w{bench.serial}", "timeout": deadline}
+                    )
+                    outcome = str(result["status"])
+                except jsonrpc.ControlError as error:
+                    outcome, reason = classify(error)
+                    if isinstance(error, jsonrpc.PushRejected):
+                        outcome = "rejected " + outcome
+            took = trio.current_time() - started
+            return PushResult(f"aor-{bench.serial}", outcome, reason, took, deadline)
+
+        bench.apns.script(Answer(503, "ServiceUnavailable"), times=None)
+        bench.fcm.script(Answer(503, "UNAVAILABLE"), times=None)
+        storm = await waiting(2.0)
+        bench.apns.clear_script()
+        bench.fcm.clear_script()
+        report.check(
+            "both 503 for ever: PushRejected (retry_later) before the deadline",
+            storm.outcome == "rejected retry_later" and storm.took < storm.deadline,
+        )
+        bench.apns.script(Stall(), token=apple_token)
+        bench.fcm.script(Answer(503, "UNAVAILABLE"), times=None)
+        stalled = await waiting(1.5)
+        bench.apns.clear_script()
+        bench.fcm.clear_script()
+        report.check(
+            "APNs stalls, FCM 503s: Timeout 'the push did not complete' at the deadline",
+            stalled.outcome == "timeout" and stalled.reason == "the push did not complete",
+        )
+
+        def wake(token: str, headers: dict[str, str], payload: Any) -> None:
+            if token == apple_token:
+                register("apns")
+
+        bench.apns.on_delivered = wake
+        bench.apns.script(GoAway("Shutdown"))
+        woken = await waiting(3.0)
+        bench.apns.on_delivered = None
+        report.check(
+            "GOAWAY, replayed, delivered, the phone registers: 'registered' well before the "
+            "deadline",
+            woken.outcome == "registered" and woken.took < 1.0,
+        )
+        _all_in_time(report, [storm, stalled, woken])
+    finally:
+        sender.close()
+    await bench.recover(report)
+    return report
+
+
 FaultFn = Callable[[Bench, bool], Awaitable[FaultReport]]
 
 
@@ -610,6 +703,7 @@ FAULTS: dict[str, FaultFn] = {
     "tls-never-completes": fault_tls_blackhole,
     "expired-server-cert": fault_expired_server_cert,
     "expired-client-cert": fault_expired_client_cert,
+    "waiting-push": fault_waiting_push,
 }
 
 
@@ -728,17 +822,29 @@ class Daemon:
         return code
 
 
-def register_pair(index: int, run_id: str) -> tuple[str, bytes, bytes]:
-    """(AOR, HEP REGISTER, HEP 200 OK) of one phone with an RFC 8599 APNs contact."""
+def register_pair(
+    index: int,
+    run_id: str,
+    *,
+    user: str | None = None,
+    token: str | None = None,
+    provider: str = "apns",
+    instance: str | None = None,
+) -> tuple[str, bytes, bytes]:
+    """(AOR, HEP REGISTER, HEP 200 OK) of one phone with an RFC 8599 contact (apns or fcm).
+
+    Each call is a new REGISTER transaction (its own Call-ID); `instance` keeps the
+    device identity across calls."""
     import sip
 
-    user = f"crash{index}"
-    token = f"{index:08x}{run_id}".ljust(64, "0")[:64]
+    user = user or f"c{run_id}-{index}"
+    token = token or f"{index:08x}{run_id}".ljust(64, "0")[:64]
+    param = f"ABCDE12345.{BUNDLE}.voip" if provider == "apns" else PROJECT
     call_id = f"{run_id}-{index}@10.9.8.7"
     via = f"Via: SIP/2.0/UDP 10.9.8.7:5060;branch=z9hG4bK{run_id}{index}\r\n"
     contact = (
-        f"<sip:{user}@10.9.8.7:5060;pn-provider=apns;pn-prid={token};"
-        f'pn-param=ABCDE12345.{BUNDLE}.voip>;+sip.instance="<urn:uuid:{run_id}-{index}>";expires=3600'
+        f"<sip:{user}@10.9.8.7:5060;pn-provider={provider};pn-prid={token};pn-param={param}>"
+        f';+sip.instance="<urn:uuid:{instance or f"{run_id}-{index}"}>";expires=3600'
     )
     register = (
         f"REGISTER sip:example.com SIP/2.0\r\n{via}Max-Forwards: 70\r\n"
@@ -801,10 +907,12 @@ class CrashReport:
         ]
 
 
-async def crash_restart(folder: Path, quick: bool) -> CrashReport:
-    """SIGKILL `serve` mid-storm; check the store and the held push; start it again."""
+async def crash_restart(folder: Path, quick: bool, rate: float | None = None) -> CrashReport:
+    """SIGKILL `serve` mid-storm; check the store and the held push; start it again.
+
+    `rate`: REGISTER + 200 pairs per second (default 1000 quick, 3000 full)."""
     report = CrashReport()
-    rate = 1000.0 if quick else 3000.0  # registrations/s (2 datagrams each)
+    rate = rate or (1000.0 if quick else 3000.0)
     storm_seconds = 2.5 if quick else 5.0
     kill_at = storm_seconds * 0.7
     run_id = os.urandom(4).hex()
@@ -958,7 +1066,7 @@ async def crash_restart(folder: Path, quick: bool) -> CrashReport:
 # --- entry point -----------------------------------------------------------------------------
 
 
-async def _main(quick: bool, names: list[str], crash: bool) -> int:
+async def _main(quick: bool, names: list[str], crash: bool, rate: float | None) -> int:
     with tempfile.TemporaryDirectory(prefix="pusher-faults-") as tmp:
         folder = Path(tmp)
         print(
@@ -969,11 +1077,15 @@ async def _main(quick: bool, names: list[str], crash: bool) -> int:
         reports = await run_faults(names, quick, folder)
         failed = [r.name for r in reports if not r.ok]
         if crash:
-            report = await crash_restart(folder / "crash", quick)
-            for line in report.lines():
-                print(line, flush=True)
-            if not report.ok:
-                failed.append("crash-restart")
+            # Full: three kill/restart rounds on the same store (each kills a daemon that
+            # opened the store the previous round's kill left behind).
+            for round_ in range(1 if quick else 3):
+                report = await crash_restart(folder / "crash", quick, rate)
+                print(f"round {round_ + 1}:", flush=True)
+                for line in report.lines():
+                    print(line, flush=True)
+                if not report.ok:
+                    failed.append(f"crash-restart round {round_ + 1}")
     if failed:
         print(f"failed: {', '.join(failed)}", flush=True)
         return 1
@@ -983,7 +1095,7 @@ async def _main(quick: bool, names: list[str], crash: bool) -> int:
 
 def main(flags: list[str]) -> int:
     """`--quick`: small bursts and short deadlines; `--only=a,b`: those faults;
-    `--no-crash` / `--crash-only`."""
+    `--no-crash` / `--crash-only`; `--crash-rate=N`: REGISTERs/s of the storm."""
     quick = "--quick" in flags
     names = list(FAULTS)
     crash = "--no-crash" not in flags
@@ -997,7 +1109,11 @@ def main(flags: list[str]) -> int:
     if "--crash-only" in flags:
         names = []
         crash = True
-    return trio.run(_main, quick, names, crash)
+    rate = None
+    for flag in flags:
+        if flag.startswith("--crash-rate="):
+            rate = float(flag.split("=", 1)[1])
+    return trio.run(_main, quick, names, crash, rate)
 
 
 if __name__ == "__main__":
