@@ -560,6 +560,65 @@ async def fault_expired_server_cert(bench: Bench, quick: bool) -> FaultReport:
     return report
 
 
+async def fault_expired_fcm_cert(bench: Bench, quick: bool) -> FaultReport:
+    count = 5 if quick else 20
+    app_id = FCM_APP + ".expired"
+    report = FaultReport(
+        "expired-server-cert-firebase",
+        f"FCM (and its OAuth endpoint) presents a certificate that expired; {count} pushes",
+    )
+    server = FakeFcm(authority=bench.authority)
+    good_context = server._context
+    server._context = expired_context(bench.authority)
+    await bench.nursery.start(server.serve)
+    account = server.service_account(server.new_service_account(PROJECT + "-expired"))
+    auth = load_service_account(json.dumps(account), base_url=server.base_url)
+    await bench.control.call("apps.add", {"app": unstructure_app(App(app_id, "firebase", auth))})
+    results = await bench.burst(count, "firebase", deadline=3.0, app_id=app_id)
+    _all_in_time(report, results)
+    report.check(
+        "every push fails auth_failed naming the certificate, quickly (<1s)",
+        all(
+            p.outcome == "auth_failed" and "expired" in str(p.reason) and p.took < 1.0
+            for p in results
+        ),
+    )
+    server._context = good_context
+    await bench.recover(report, "firebase", app_id)
+    return report
+
+
+async def fault_oauth_blackhole(bench: Bench, quick: bool) -> FaultReport:
+    count, deadline = (5, 1.5) if quick else (20, 3.0)
+    app_id = FCM_APP + ".oauthhole"
+    report = FaultReport(
+        "oauth-never-answers",
+        f"the service account's token_uri accepts TCP and never answers; {count} pushes, "
+        f"deadline {deadline}s",
+    )
+    hole = blackhole()
+    account = bench.fcm.service_account(bench.fcm.new_service_account(PROJECT + "-hole"))
+    fixed = dict(account)
+    account["token_uri"] = f"https://127.0.0.1:{hole.getsockname()[1]}/token"
+    try:
+        auth = load_service_account(json.dumps(account), base_url=bench.fcm.base_url)
+        app = App(app_id, "firebase", auth)
+        await bench.control.call("apps.add", {"app": unstructure_app(app)})
+        results = await bench.burst(count, "firebase", deadline=deadline, app_id=app_id)
+        _all_in_time(report, results)
+        report.check(
+            "every push ends as Timeout or retry_later by its deadline",
+            all(p.outcome in ("timeout", "retry_later") for p in results),
+        )
+    finally:
+        hole.close()
+    # The operator fixes the service account (token_uri).
+    auth = load_service_account(json.dumps(fixed), base_url=bench.fcm.base_url)
+    await bench.control.call("apps.add", {"app": unstructure_app(App(app_id, "firebase", auth))})
+    await bench.recover(report, "firebase", app_id)
+    return report
+
+
 async def fault_expired_client_cert(bench: Bench, quick: bool) -> FaultReport:
     count = 5 if quick else 20
     app_id = BUNDLE + ".expiredclient"
@@ -703,6 +762,8 @@ FAULTS: dict[str, FaultFn] = {
     "tls-never-completes": fault_tls_blackhole,
     "expired-server-cert": fault_expired_server_cert,
     "expired-client-cert": fault_expired_client_cert,
+    "expired-server-cert-firebase": fault_expired_fcm_cert,
+    "oauth-never-answers": fault_oauth_blackhole,
     "waiting-push": fault_waiting_push,
 }
 

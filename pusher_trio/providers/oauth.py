@@ -14,9 +14,25 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..model import AuthFailed, RetryLater
 from . import fcm
-from .transport import make_ssl_context
+from .transport import make_ssl_context, tls_refused
 
 TOKEN_TIMEOUT = 10.0
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and what led to it: httpcore wraps trio's BrokenResourceError (as its
+    argument and context), which has the ssl error as its cause."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        wrapped = current.args[0] if current.args else None
+        current = (
+            current.__cause__
+            or current.__context__
+            or (wrapped if isinstance(wrapped, BaseException) else None)
+        )
+    return chain
 
 
 class OAuthClient:
@@ -48,7 +64,12 @@ class OAuthClient:
                 extensions={"timeout": {"connect": TOKEN_TIMEOUT, "read": TOKEN_TIMEOUT}},
             )
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as error:
-            return RetryLater(f"OAuth token endpoint: {type(error).__name__}: {error}")
+            chain = _chain(error)
+            # httpcore's own message is often empty: the root cause says what happened.
+            detail = next((str(e) for e in reversed(chain) if str(e)), type(error).__name__)
+            if any(tls_refused(e) for e in chain):  # expired/unknown certificate: no retry
+                return AuthFailed(f"OAuth token endpoint: TLS refused: {detail}")
+            return RetryLater(f"OAuth token endpoint: {type(error).__name__}: {detail}")
         except httpcore.UnsupportedProtocol as error:
             return AuthFailed(f"OAuth token_uri unusable: {error}")
         if response.status >= 500 or response.status == 429:
