@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import httpcore
 import jwt
+import trio
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..model import AuthFailed, RetryLater
@@ -17,6 +18,7 @@ from . import fcm
 from .transport import make_ssl_context, tls_refused
 
 TOKEN_TIMEOUT = 10.0
+CANCEL_MARGIN = 0.05  # httpcore's timeouts fire this long before the caller's deadline
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -52,6 +54,14 @@ class OAuthClient:
         except (KeyError, ValueError, TypeError, UnsupportedAlgorithm, jwt.PyJWTError) as error:
             return AuthFailed(f"cannot sign the OAuth assertion: {type(error).__name__}: {error}")
         self.exchanges += 1
+        # httpcore leaks the socket when it is cancelled during the TLS handshake (it
+        # closes the stream on `Exception` only; the socket is then closed by the garbage
+        # collector with a ResourceWarning): let its own timeouts end the exchange just
+        # before the caller's deadline instead (the TCP connect and the handshake each
+        # get the connect timeout).
+        left = trio.current_effective_deadline() - trio.current_time() - CANCEL_MARGIN
+        budget = max(0.01, min(TOKEN_TIMEOUT, left))
+        timeouts = {"connect": budget / 2, "read": budget, "write": budget, "pool": budget}
         try:
             response = await self._pool.request(
                 "POST",
@@ -61,7 +71,7 @@ class OAuthClient:
                     ("accept", "application/json"),
                 ],
                 content=body,
-                extensions={"timeout": {"connect": TOKEN_TIMEOUT, "read": TOKEN_TIMEOUT}},
+                extensions={"timeout": timeouts},
             )
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as error:
             chain = _chain(error)
