@@ -245,6 +245,7 @@ class MemoryStore:
         return dict(self._apps)
 
     def put_app(self, app: App) -> None:
+        _check_text(app.app_id, "app id")
         with self._lock:
             self._apps[app.app_id] = app
             self._dirty_app(app.app_id)
@@ -345,7 +346,18 @@ def _split_key(key: str) -> list[str]:
     parts = key.split(".")
     if not key or any(not p for p in parts):
         raise ValueError(f"bad config key {key!r}")
+    _check_text(key, "config key")
     return parts
+
+
+def _check_text(text: str, what: str) -> None:
+    """SQLite keys are UTF-8: a string it cannot take (a lone surrogate, from JSON's
+    "\\ud800" or argv's surrogateescape) would fail every later commit of the writer,
+    so it is refused here, where the caller can be told."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} is not valid Unicode text") from None
 
 
 # --- SQLite -------------------------------------------------------------------------

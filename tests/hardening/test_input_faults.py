@@ -50,3 +50,22 @@ def test_every_control_case_names_an_outcome_of_the_contract() -> None:
     for name, (data, expected) in faults.control_cases().items():
         assert data, name
         assert expected[0] == "silent" or expected[1] in codes, name
+
+
+def test_store_refuses_a_key_sqlite_cannot_take_and_keeps_committing(tmp_path: Path) -> None:
+    from pusher_trio.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "pusher.db"))
+    try:
+        with pytest.raises(ValueError, match="not valid Unicode"):
+            store.set_config("bad\udfff", "v")
+        store.set_config("good", "v")
+        store.flush()  # raised StoreError for ever when the bad key reached the writer
+        assert store.statistics()["write_errors"] == 0
+    finally:
+        store.close()
+    reopened = SqliteStore(str(tmp_path / "pusher.db"))
+    try:
+        assert reopened.get_config("good") == "v"
+    finally:
+        reopened.close()
