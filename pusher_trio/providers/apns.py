@@ -50,6 +50,8 @@ TOKEN_REUSE = 40 * 60.0
 TOKEN_MIN_INTERVAL = 20 * 60.0
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
+# A field value we can send: no control characters (RFC 9110 §5.5), no blank at the ends.
+_FIELD_VALUE = re.compile(r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # reused: cheaper than dumps
 
 # apns-id: Apple wants a UUID in canonical lowercase form, echoed back in the answer; it
@@ -142,7 +144,10 @@ def build_request(
     ]
     if push_type == "alert" and message.call_id:
         collapse = message.call_id.encode()
-        if len(collapse) <= MAX_COLLAPSE_ID:
+        # The call id comes from the request: one that is no valid field value (RFC 9113
+        # §8.2.1: no NUL/CR/LF, no blank at either end) would make APNs end the whole
+        # connection (PROTOCOL_ERROR), failing every push on it. Left out, as a long one.
+        if len(collapse) <= MAX_COLLAPSE_ID and _FIELD_VALUE.fullmatch(message.call_id):
             headers.append(("apns-collapse-id", message.call_id))
     if jwt_or_none is not None:
         headers.append(("authorization", f"bearer {jwt_or_none}"))

@@ -112,3 +112,29 @@ async def test_a_burst_behind_a_refused_certificate_fails_at_once(nursery: trio.
     assert {type(o).__name__ for o in outcomes} == {"AuthFailed"}
     assert all("certificate expired" in o.reason for o in outcomes), outcomes
     assert took < 1.0
+
+
+@pytest.mark.parametrize(
+    ("call_id", "sent"),
+    [
+        ("call-1@host", True),
+        ("caf\u00e9 a\tb", True),
+        ("a\r\nx-injected: 1", False),
+        ("nul\x00byte", False),
+        (" leading-space", False),
+        ("trailing-space ", False),
+        ("bell\x07", False),
+    ],
+)
+def test_a_call_id_that_is_no_field_value_is_not_sent_as_collapse_id(
+    call_id: str, sent: bool
+) -> None:
+    """RFC 9113 §8.2.1: APNs ends the whole connection over such a header (found by H8)."""
+    from pusher_trio.providers import apns
+    from pusher_trio.providers.http import HttpRequest
+
+    app = App("org.example.app", "apple", AppleCertAuth("pem"), push_type="alert")
+    request = apns.build_request(app, _device(1), PushMessage(call_id), None, 1e9, 1e9 + 20)
+    assert isinstance(request, HttpRequest)
+    assert (request.header("apns-collapse-id") == call_id) is sent
+    assert all("\r" not in v and "\n" not in v and "\0" not in v for _, v in request.headers)
