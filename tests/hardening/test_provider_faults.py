@@ -138,3 +138,33 @@ def test_a_call_id_that_is_no_field_value_is_not_sent_as_collapse_id(
     assert isinstance(request, HttpRequest)
     assert (request.header("apns-collapse-id") == call_id) is sent
     assert all("\r" not in v and "\n" not in v and "\0" not in v for _, v in request.headers)
+
+
+@pytest.mark.xfail(
+    reason="service.py: a wait=false / Kazoo push_req push still in flight at shutdown is not "
+    "answered ShuttingDown (DESIGN §3): its connection is closed after REPLY_FLUSH instead"
+)
+async def test_shutdown_answers_no_wait_pushes_stuck_at_the_provider_shutting_down(
+    tmp_path: Path,
+) -> None:
+    results: list[faults_providers.PushResult] = []
+    took: list[float] = []
+
+    async def body(bench: faults_providers.Bench) -> None:
+        bench.apns.script(Freeze(), times=None)
+        async with trio.open_nursery() as pushes:
+
+            async def one() -> None:
+                results.append(await bench.push("apple", 20.0))
+
+            for _ in range(3):
+                pushes.start_soon(one)
+            await trio.sleep(0.3)
+            started = trio.current_time()
+            bench.running.shutdown()
+        took.append(trio.current_time() - started)
+
+    with trio.fail_after(15):
+        await faults_providers.with_bench(tmp_path, body)
+    assert took[0] < 5
+    assert [r.outcome for r in results] == ["error ShuttingDown"] * 3
