@@ -703,7 +703,32 @@ async def check_sniffer(
                     report.say(
                         f"a REGISTER + 200 in the middle of the flood learned in {_ms(took)}"
                     )
-            flood_end = time.perf_counter()
+            # an unpaced burst: the sniffer cannot read while this task sends, so the kernel
+            # buffer takes what it can and drops the rest (counted apart, from /proc/net/udp)
+            burst = [cats.make(rng.choice(("register_never_answered", "not_register")))
+                     for _ in range(max(1000, count // 4))]  # fmt: skip
+            drops_before, sent_before = flood.drops(), flood.sent
+            before_burst = sc.stats()
+            burst_started = time.perf_counter()
+            for data in burst:
+                try:
+                    sender.sendto(data, sc.sniffer)
+                    flood.sent += 1
+                except OSError as exc:
+                    flood.send_errors[type(exc).__name__] += 1
+            burst_sent_s = time.perf_counter() - burst_started
+            await flood.settle(within=10)
+            burst_drained_s = time.perf_counter() - burst_started
+            burst_drops = flood.drops() - drops_before
+            by_category["unpaced_burst"] = _delta(sc.stats(), before_burst)
+            tried["unpaced_burst"] += len(burst)
+            report.figures.update(burst=len(burst), burst_kernel_drops=burst_drops)
+            report.say(
+                f"unpaced burst of {flood.sent - sent_before:,} datagrams"
+                f" ({sum(map(len, burst)) / 2**20:.1f} MiB) sent in {_ms(burst_sent_s)}:"
+                f" kernel dropped {burst_drops:,}, the rest read within {_ms(burst_drained_s)}"
+                f" (SO_RCVBUF {sc.stats().get('rcvbuf_bytes', 0):,} bytes)"
+            )
             final = PhoneSim("after-flood")
             recovery = await sc.learn(final, sender)
             report.figures["learn_after_flood_s"] = recovery
@@ -796,6 +821,12 @@ async def check_sniffer(
     for name, delta in by_category.items():
         received = delta["received"]
         ended = sum(delta[k] for k in TERMINAL)
+        if name == "unpaced_burst":
+            report.check(
+                received + report.figures["burst_kernel_drops"] == tried[name],
+                f"burst: {tried[name]} sent, {received} read,"
+                f" {report.figures['burst_kernel_drops']} dropped by the kernel",
+            )
         report.check(
             ended == received,
             f"{name}: {received} received but {ended} counted by reason (each must end in one)",
@@ -814,7 +845,6 @@ async def check_sniffer(
     report.check(
         _pct(latencies, 99) < 1.0, f"control p99 {_ms(_pct(latencies, 99))} during the flood"
     )
-    del flood_end
 
 
 # --- 2. bad traffic at the control socket -----------------------------------------------------------
@@ -1145,6 +1175,32 @@ async def check_control(report: Report, folder: Path, *, connections: int, seed:
             report.say(
                 f"{connections} connections opened and dropped in {dropped_s:.1f} s: {dict(kinds)}"
             )
+            # then as many held open at once (idle, as Kamailio's connections mostly are),
+            # a push through another connection meanwhile, then all closed
+            held: list[trio.SocketStream] = []
+            try:
+                for _ in range(connections):
+                    held.append(await trio.open_tcp_stream(*sc.tcp))
+                with trio.fail_after(5):
+                    while sc.running.service.status()["control"]["connections"] < connections:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                open_now = sc.running.service.status()["control"]["connections"]
+                async with rpc_connection(sc.tcp) as conn:
+                    began = time.perf_counter()
+                    reply = await conn.call("push", {"aor": phone.aor, "call_id": "held"})
+                    took = time.perf_counter() - began
+                report.say(
+                    f"{len(held)} connections held open at once (server counts {open_now}):"
+                    f" a push on another one answered"
+                    f" {reply.result['status'] if reply.error is None else reply.error.code}"
+                    f" in {_ms(took)}"
+                )
+                report.check(
+                    reply.error is None, f"push with {len(held)} connections held: {reply}"
+                )
+            finally:
+                for stream in held:
+                    await stream.aclose()
             # the server lets go of them: connections and waits back to the baseline
             with trio.move_on_after(5):
                 while True:
