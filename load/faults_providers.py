@@ -12,6 +12,13 @@ push did not complete), no later than its deadline (+ SLACK), never hangs; and o
 fault is over, a normal push is delivered again without a restart (the time that
 takes, from the moment the fault ended, is the recovery time).
 
+Faults (`FAULTS`; `--only=a,b` picks some): GOAWAY mid-burst, TCP reset with streams in
+flight, flapping (every connection closed or GOAWAYed at once), RST_STREAM, stalled
+streams, a frozen connection (dead peer), 503 storms, 429 with retry-after (within and
+beyond the deadline), a TLS handshake that never completes, expired certificates (APNs
+server, our APNs client certificate, FCM/OAuth server), an OAuth token_uri that never
+answers, and Kamailio's waiting `push {aor}` under 503s, a stall and a GOAWAY + wake-up.
+
 Crash/restart: `pusher-trio serve` as a subprocess, a REGISTER storm of HEPv3 copies
 over UDP from this process, a `push` held open on a TCP control connection, then
 SIGKILL. Checks: every device whose 2xx copy was sent more than 1 s before the kill is
