@@ -409,8 +409,8 @@ class Providers:
         """`pools`, `connections` (total), `connections_per_pool` ("kind origin cred" ->
         count), `pushes` (count per outcome: delivered, token_invalid, retry_later,
         auth_failed, rejected), `retries`, `provider_tokens_generated`, `oauth_exchanges`,
-        and `pool_details` (per pool: connects, connect_failures, replays, goaways, open
-        streams)."""
+        and `pool_details` (per pool: connects, connect_failures, barren_connections
+        (connected, then closed without answering), replays, goaways, open streams)."""
         pools = [
             {"kind": key.kind, "credential": key.credential[:8], **pool.statistics()}
             for key, pool in self._pools.items()
