@@ -31,7 +31,11 @@ Failure rules: GOAWAY stops new streams on that connection; streams above its
 others finish; Apple's JSON reason in the debug data is logged. RST_STREAM fails that
 one request (REFUSED_STREAM is replayed: the server did not process it). A request
 cancelled by its caller resets only its stream. A broken connection fails its open
-requests with `ConnectionLost`; new connections follow a capped exponential backoff.
+requests with `ConnectionLost`; new connections follow a capped exponential backoff,
+which also counts connections that closed without answering anything (a flapping
+server), and requests that waited for a connect that failed fail with its error at once.
+A peer silent for SILENCE_PROBE while streams wait (or that sent nothing back to a
+stream its caller gave up on) is PINGed and takes no new stream until it answers.
 
 Exceptions that escape `Pool.request`: `ConnectError`, `ConnectionLost`, `StreamReset`
 (all `TransportError`, with the underlying error as `__cause__`) and trio.Cancelled.
