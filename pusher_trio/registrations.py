@@ -472,7 +472,8 @@ class RegistrationTable:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         # key -> (arrival time, summary or raw REGISTER bytes, estimated size)
-        self._pending: OrderedDict[_Key, tuple[float, _Request | bytes, int]] = OrderedDict()
+        # item None: two different REGISTERs came with this key (see _remember)
+        self._pending: OrderedDict[_Key, tuple[float, _Request | bytes | None, int]] = OrderedDict()
         self._bytes = 0
         self._stats = {
             "registers": 0,
@@ -481,6 +482,7 @@ class RegistrationTable:
             "provisional": 0,
             "unmatched_responses": 0,
             "malformed_registers": 0,
+            "conflicts": 0,
             "expired": 0,
             "evicted": 0,
             "registered_events": 0,
@@ -552,6 +554,8 @@ class RegistrationTable:
             return []
         _, item, size = entry
         self._bytes -= size
+        if item is None:  # two REGISTERs shared this key: trust neither
+            return []
         if status >= 300:
             self._stats["answered_failure"] += 1
             return []
@@ -584,10 +588,20 @@ class RegistrationTable:
             self._stats["expired"] += 1
 
     def _remember(self, key: _Key, now: float, item: _Request | bytes, size: int) -> None:
-        old = self._pending.pop(key, None)  # a retransmission: the newest copy wins
+        stored: _Request | bytes | None = item
+        old = self._pending.pop(key, None)
         if old is not None:
             self._bytes -= old[2]
-        self._pending[key] = (now, item, size)
+            if old[1] != item:
+                # A retransmission is the same request; a new one takes a new CSeq (RFC
+                # 3261 §8.1.1.5, §10.2.4). Another REGISTER with this Call-ID and CSeq is
+                # forged: a user reusing his own dialog's key for someone else's AOR would
+                # have his own 2xx complete it. Keep a marker until the key expires, so
+                # neither request (nor a later copy of one) is completed.
+                if old[1] is not None:
+                    self._stats["conflicts"] += 1
+                stored, size = None, _RAW_OVERHEAD
+        self._pending[key] = (now, stored, size)
         self._bytes += size
         while len(self._pending) > self.max_entries or (
             self._bytes > self.max_bytes and len(self._pending) > 1

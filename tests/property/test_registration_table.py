@@ -44,15 +44,23 @@ class TableModel(RuleBasedStateMachine):
         super().__init__()
         self.table = RegistrationTable(max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES, ttl=TTL)
         self.now = 1000.0
-        # What may still be answered: key -> time seen. The table may have evicted
-        # more than this (byte cap), never less; a 2xx counts only if the key is here.
-        self.answerable: OrderedDict[tuple[str, int], float] = OrderedDict()
+        # What the table may still hold: key -> (time seen, content). The table may have
+        # evicted more than this (byte cap), never less; a 2xx counts only if the key is
+        # here with a content. Content None: two different REGISTERs came with that key
+        # (no retransmission: a forged one), and neither may be completed.
+        self.pending: OrderedDict[tuple[str, int], tuple[float, tuple[int, bool] | None]] = (
+            OrderedDict()
+        )
         self.registrations = 0
 
+    @property
+    def answerable(self) -> list[tuple[str, int]]:
+        return [key for key, (_, content) in self.pending.items() if content is not None]
+
     def _expire(self) -> None:
-        for key, at in list(self.answerable.items()):
+        for key, (at, _) in list(self.pending.items()):
             if at <= self.now - TTL:
-                del self.answerable[key]
+                del self.pending[key]
 
     @rule(call_id=CALL_IDS, cseq=CSEQS, pad=st.integers(0, 3000), lazy=st.booleans())
     def send_register(self, call_id: str, cseq: int, pad: int, lazy: bool) -> None:
@@ -63,10 +71,13 @@ class TableModel(RuleBasedStateMachine):
             events = self.table.apply(sip.parse_message(data), self.now, {})
         assert events == []
         self._expire()
-        self.answerable.pop((call_id, cseq), None)
-        self.answerable[(call_id, cseq)] = self.now
-        while len(self.answerable) > MAX_ENTRIES:
-            self.answerable.popitem(last=False)
+        content: tuple[int, bool] | None = (pad, lazy)
+        old = self.pending.pop((call_id, cseq), None)
+        if old is not None and old[1] != content:
+            content = None  # the same key with other content: not a retransmission
+        self.pending[(call_id, cseq)] = (self.now, content)
+        while len(self.pending) > MAX_ENTRIES:
+            self.pending.popitem(last=False)
 
     @rule(call_id=CALL_IDS, cseq=CSEQS, status=st.sampled_from([100, 200, 202, 401, 403, 500]))
     def send_response(self, call_id: str, cseq: int, status: int) -> None:
@@ -76,11 +87,13 @@ class TableModel(RuleBasedStateMachine):
         if status < 200:
             assert events == []
             return
-        was_answerable = self.answerable.pop(key, None) is not None
+        entry = self.pending.pop(key, None)
+        was_answerable = entry is not None and entry[1] is not None
         if events:
-            # only a 2xx to a REGISTER that is still answerable registers
+            # only a 2xx to a REGISTER that is still answerable registers (or one the
+            # table saw alone because the byte cap had evicted its first copy)
             assert 200 <= status < 300
-            assert was_answerable
+            assert was_answerable or self.table.statistics()["evicted"] > 0
             (event,) = events
             assert isinstance(event, Registered)
             assert event.devices[0].token == f"tok{call_id}x{cseq}0123456789"
@@ -96,7 +109,7 @@ class TableModel(RuleBasedStateMachine):
     @precondition(lambda self: self.answerable)
     @rule()
     def answer_oldest_with_200(self) -> None:
-        key = next(iter(self.answerable))
+        key = self.answerable[0]
         self.send_response(key[0], key[1], 200)
 
     @invariant()
@@ -108,6 +121,22 @@ class TableModel(RuleBasedStateMachine):
 
 TableModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_registration_table_model = TableModel.TestCase
+
+
+def test_same_key_other_content_completes_neither() -> None:
+    """A forged REGISTER reusing a pending one's Call-ID and CSeq: the 2xx completes neither."""
+    table = RegistrationTable()
+    first, forged = register("k", 1, 0), register("k", 1, 5)
+    table.apply_register(first, "k", 1, 1.0, {})
+    table.apply_register(forged, "k", 1, 1.0, {})
+    table.apply_register(forged, "k", 1, 1.0, {})  # a copy of it does not win it back
+    assert table.apply(sip.parse_message(response("k", 1, 200)), 2.0, {}) == []
+    assert table.statistics()["conflicts"] == 1
+    # a retransmission (same bytes) is still one REGISTER
+    again = register("k", 2, 0)
+    table.apply_register(again, "k", 2, 3.0, {})
+    table.apply_register(again, "k", 2, 3.0, {})
+    assert len(table.apply(sip.parse_message(response("k", 2, 200)), 4.0, {})) == 1
 
 
 def test_pending_bytes_return_to_zero_when_everything_is_answered() -> None:
