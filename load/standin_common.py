@@ -407,14 +407,17 @@ class _ServerConnection:
         with self.cancel_scope:
             async with trio.open_nursery() as nursery:
                 while True:
-                    if self.frozen.is_set():
-                        await trio.sleep_forever()
                     try:
                         data = await self.stream.receive_some(65536)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not data:
                         break
+                    if self.frozen.is_set():
+                        # Dead to the client (nothing answered, PINGs included), but a
+                        # close still ends this task (it used to wait for ever, counted
+                        # in open_connections).
+                        continue
                     try:
                         events = self.h2.receive_data(data)
                     except h2.exceptions.ProtocolError as error:
