@@ -1199,12 +1199,38 @@ async def check_control(report: Report, folder: Path, *, connections: int, seed:
             finally:
                 for stream in held:
                     await stream.aclose()
+            # a client that sends and never reads its replies (a hung Kamailio): its
+            # replies back up in its own connection only; a push elsewhere still works
+            mute = await trio.open_tcp_stream(*sc.tcp)
+            try:
+                frames = b"".join(
+                    jsonrpc.encode_request("status", {}, i) for i in range(connections)
+                )
+                with trio.move_on_after(3):  # the server stops reading it at some point
+                    await mute.send_all(frames)
+                async with rpc_connection(sc.tcp) as conn:
+                    began = time.perf_counter()
+                    reply = await conn.call("push", {"aor": phone.aor, "call_id": "mute"})
+                    took = time.perf_counter() - began
+                in_flight = sc.running.service.status()["control"]["in_flight"]
+                report.say(
+                    f"a client sent {connections} requests and read no reply ({len(frames):,}"
+                    f" bytes; {in_flight} still in flight on it): a push elsewhere answered"
+                    f" {reply.result['status'] if reply.error is None else reply.error.code}"
+                    f" in {_ms(took)}"
+                )
+                report.check(
+                    reply.error is None, f"push next to a client that never reads: {reply}"
+                )
+            finally:
+                await mute.aclose()
             # the server lets go of them: connections and waits back to the baseline
             with trio.move_on_after(5):
                 while True:
                     control = sc.running.service.status().get("control", {})
                     waiting = sc.running.waiters.waiting
-                    if control.get("connections", 99) <= 2 and waiting <= 1:
+                    idle = control.get("in_flight", 99) <= 1
+                    if control.get("connections", 99) <= 2 and waiting <= 1 and idle:
                         break
                     await trio.sleep(0.01)
             control = sc.running.service.status().get("control", {})
@@ -1216,6 +1242,10 @@ async def check_control(report: Report, folder: Path, *, connections: int, seed:
             report.check(
                 control.get("connections", 99) <= 2,
                 f"{control.get('connections')} connections still open after the drops",
+            )
+            report.check(
+                control.get("in_flight", 99) <= 1,
+                f"{control.get('in_flight')} requests still in flight after the clients left",
             )
             report.check(
                 sc.running.waiters.waiting <= 1,
