@@ -475,6 +475,7 @@ class RegistrationTable:
         # item None: two different REGISTERs came with this key (see _remember)
         self._pending: OrderedDict[_Key, tuple[float, _Request | bytes | None, int]] = OrderedDict()
         self._bytes = 0
+        self._oldest_at = 0.0  # at most the arrival time of the oldest pending entry
         self._stats = {
             "registers": 0,
             "answered_2xx": 0,
@@ -579,9 +580,14 @@ class RegistrationTable:
         """Drop REGISTERs older than ttl (insertion order is arrival order)."""
         pending = self._pending
         limit = now - self.ttl
+        # _oldest_at is at most the first entry's time: one compare per message when
+        # nothing is due (the loop below would stop at the first entry).
+        if not pending or self._oldest_at > limit:
+            return
         while pending:
             key, (at, _, size) = next(iter(pending.items()))
             if at > limit:
+                self._oldest_at = at
                 break
             del pending[key]
             self._bytes -= size
@@ -601,6 +607,8 @@ class RegistrationTable:
                 if old[1] is not None:
                     self._stats["conflicts"] += 1
                 stored, size = None, _RAW_OVERHEAD
+        if not self._pending:
+            self._oldest_at = now
         self._pending[key] = (now, stored, size)
         self._bytes += size
         while len(self._pending) > self.max_entries or (

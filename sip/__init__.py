@@ -32,7 +32,7 @@ from .headers import (
     parse_contacts,
     parse_name_addr,
 )
-from .hep import HepPacket, decode_hep, encode_hep
+from .hep import HepPacket, decode_hep, encode_hep, hep_sip_fields
 from .message import (
     MAX_DATAGRAM,
     MAX_HEADER_SIZE,
@@ -61,6 +61,7 @@ __all__ = [
     "decode_hep",
     "encode_hep",
     "header_key",
+    "hep_sip_fields",
     "parse_contacts",
     "parse_message",
     "parse_name_addr",

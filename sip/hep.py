@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import struct
 from dataclasses import dataclass
 
 from .errors import HepParseError
 
-__all__ = ["HEP_MAGIC", "HepPacket", "decode_hep", "encode_hep"]
+__all__ = ["HEP_MAGIC", "HepPacket", "decode_hep", "encode_hep", "hep_sip_fields"]
 
 HEP_MAGIC = b"HEP3"
 MAX_HEP_PACKET = 65535  # 16-bit total length field
@@ -168,6 +169,59 @@ def decode_hep(data: bytes) -> HepPacket:
         max(ints[IP_FAMILY], 0),
         correlation_id,
     )
+
+
+# The run of fixed-size generic chunks every agent sends first (Kamailio: types 1-12 in
+# order), matched in C: a chunk whose length is not its type's size ends the run. A
+# repeated type keeps its last value, as in decode_hep. Groups: total length, usec,
+# payload type.
+_FIXED_RUN = re.compile(
+    rb"HEP3(..)(?:\x00\x00(?:"
+    rb"\x00[\x01\x02]\x00\x07.|\x00[\x03\x04\x09\x0c]\x00\x0a.{4}|\x00[\x05\x06]\x00\x16.{16}"
+    rb"|\x00[\x07\x08]\x00\x08..|\x00\x0a\x00\x0a(.{4})|\x00\x0b\x00\x07(.)))*",
+    re.DOTALL,
+)
+_MAX_USEC = (999_999).to_bytes(4, "big")  # big-endian bytes compare like the numbers
+
+
+def hep_sip_fields(data: bytes) -> tuple[int, str | None, bytes] | None:
+    """``(payload_type, auth_key, payload)`` of a HEPv3 packet, read the way
+    :func:`decode_hep` reads them but without the addresses and times.
+
+    None when the packet is not of the usual shape (fixed-size chunks, then the auth
+    key, correlation id, vendor and unknown chunks, and the payload; anything else, and
+    anything malformed): call :func:`decode_hep` for the answer or the error then.
+    The sniffer's per-datagram path; never raises.
+    """
+    m = _FIXED_RUN.match(data)
+    if m is None:
+        return None
+    total_bytes, usec, ptype = m.groups()
+    total = (total_bytes[0] << 8) | total_bytes[1]
+    pos = m.end()
+    if total > len(data) or pos > total or (usec is not None and usec > _MAX_USEC):
+        return None
+    payload: bytes | None = None
+    auth_key: str | None = None
+    unpack_chunk = _CHUNK.unpack_from
+    while pos < total:
+        if pos + _HEADER > total:
+            return None
+        vendor, ctype, clen = unpack_chunk(data, pos)
+        end = pos + clen
+        if clen < _HEADER or end > total:
+            return None
+        if vendor == 0:
+            if ctype == PAYLOAD:
+                payload = data[pos + _HEADER : end]
+            elif ctype == AUTH_KEY:
+                auth_key = data[pos + _HEADER : end].rstrip(b"\x00").decode("utf-8", "replace")
+            elif ctype in _FIXED or ctype == COMPRESSED_PAYLOAD:
+                return None  # out of the usual order, or an error: decode_hep decides
+        pos = end
+    if payload is None:
+        return None
+    return (0 if ptype is None else ptype[0]), auth_key, payload
 
 
 def _chunk(ctype: int, value: bytes) -> bytes:
