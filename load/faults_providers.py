@@ -545,6 +545,55 @@ async def fault_tls_blackhole(bench: Bench, quick: bool) -> FaultReport:
     return report
 
 
+async def fault_outage(bench: Bench, quick: bool) -> FaultReport:
+    count, down = (10, 2.0) if quick else (50, 5.0)
+    app_id = BUNDLE + ".outage"
+    report = FaultReport(
+        "outage-apple",
+        f"APNs goes away for {down:.0f}s (connections closed, port refused), then comes back "
+        f"on the same port; {count} pushes meanwhile (deadline 1.5s)",
+    )
+
+    first = FakeApns(authority=bench.authority, topics=None)
+    scope: trio.CancelScope = await bench.nursery.start(_scoped, first)
+    await bench.add_apple_app(app_id, first.port)
+    warm = await bench.push("apple", 2.0, app_id)
+    report.check("delivered before the outage", warm.outcome == "delivered")
+    scope.cancel()
+    with trio.move_on_after(1):
+        await first.wait_open_connections(0)
+    started = trio.current_time()
+    results: list[PushResult] = []
+    while trio.current_time() - started < down:
+        results.extend(await bench.burst(max(1, count // 5), "apple", 1.5, app_id))
+        await trio.sleep(down / 10)
+    _all_in_time(report, results)
+    report.check(
+        "every push during the outage fails retry_later with a reason",
+        all(p.outcome == "retry_later" for p in results),
+    )
+    second = FakeApns(authority=bench.authority, topics=None, port=first.port)
+    await bench.nursery.start(_scoped, second)
+    await bench.recover(report, "apple", app_id)
+    report.check(
+        "back within the connect backoff cap (5 s) + one probe",
+        report.recovery is not None and report.recovery < 5.0 + PROBE_TIMEOUT + 0.5,
+    )
+    return report
+
+
+async def _scoped(server: FakeApns, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+    """Serve in a scope the caller can cancel (the stand-in goes away)."""
+    with trio.CancelScope() as scope:
+
+        async def serve(*, task_status: trio.TaskStatus[int]) -> None:
+            await server.serve(task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve)
+            task_status.started(scope)
+
+
 async def fault_expired_server_cert(bench: Bench, quick: bool) -> FaultReport:
     count = 5 if quick else 20
     app_id = BUNDLE + ".expiredserver"
@@ -767,6 +816,7 @@ FAULTS: dict[str, FaultFn] = {
     "429-apple": _kind(fault_429, "apple"),
     "429-firebase": _kind(fault_429, "firebase"),
     "tls-never-completes": fault_tls_blackhole,
+    "outage-apple": fault_outage,
     "expired-server-cert": fault_expired_server_cert,
     "expired-client-cert": fault_expired_client_cert,
     "expired-server-cert-firebase": fault_expired_fcm_cert,

@@ -83,6 +83,10 @@ PROBE_TIMEOUT = 3.0  # a probed peer that does not answer its PING this fast is 
 # Connections that connect and then close without answering (a flapping server) are
 # backed off at most this long: few enough connections, and a quick recovery.
 BARREN_BACKOFF_CAP = 4.0
+# Failed connects are retried at most this far apart. One attempt per 5 s and pool is no
+# load on a provider; with 30 s, pushes still failed "backing off" up to 30 s after the
+# provider came back from an outage (load/faults_providers.py, outage-apple).
+CONNECT_BACKOFF_CAP = 5.0
 
 
 class TransportError(Exception):
@@ -719,7 +723,7 @@ class Pool:
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
         backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
+        backoff_cap: float = CONNECT_BACKOFF_CAP,
     ) -> None:
         self.origin = origin
         self._ssl_context = ssl_context
