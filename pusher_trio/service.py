@@ -23,6 +23,7 @@ event's `at`, UNIX time; only counted when plausible, 0-60 s).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections import deque
@@ -40,6 +41,7 @@ from .control.jsonrpc import (
     InvalidParams,
     MethodNotFound,
     NoPushTarget,
+    Overloaded,
     PushRejected,
     ShuttingDown,
     Timeout,
@@ -363,6 +365,8 @@ class Service:
         self._nursery: trio.Nursery | None = None
         self._started = time.monotonic()
         self._registrations = 0
+        self._no_wait_in_flight = 0  # wait=false pushes being sent (counted against max_waiting)
+        self._overloaded_no_wait = 0
         self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
         self._requests: dict[str, int] = {}
@@ -484,8 +488,10 @@ class Service:
             seconds = self.wait_timeout
         elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise InvalidParams("timeout must be a number of seconds")
-        elif timeout <= 0:
-            raise InvalidParams("timeout must be greater than 0")
+        elif math.isnan(timeout) or timeout <= 0:
+            # NaN compares false with everything: refuse it here, or it becomes trio's deadline.
+            # Infinity is only "more than max_wait" and is clamped below, like any large value.
+            raise InvalidParams("timeout must be a number of seconds greater than 0")
         else:
             seconds = float(timeout)
         seconds = min(seconds, self.max_wait)
@@ -633,6 +639,23 @@ class Service:
     ) -> dict[str, JSON]:
         if self.waiters.closed:
             raise ShuttingDown("the sidecar is stopping")
+        # A push that does not wait still holds provider streams until it completes: it
+        # counts against the same cap as the waiting ones, so no request kind is unbounded.
+        if self.waiters.waiting + self._no_wait_in_flight >= self.waiters.max_waiting:
+            self._overloaded_no_wait += 1
+            raise Overloaded(
+                f"{self.waiters.waiting + self._no_wait_in_flight} push requests in progress"
+                f" (max_waiting {self.waiters.max_waiting})"
+            )
+        self._no_wait_in_flight += 1
+        try:
+            return await self._push_once(request, deadline, expires_at, received)
+        finally:
+            self._no_wait_in_flight -= 1
+
+    async def _push_once(
+        self, request: PushRequest, deadline: float, expires_at: float, received: float
+    ) -> dict[str, JSON]:
         group = self.waiters.group(request.aor) if request.aor else None
         shared: SharedPush | None = group.shared if group is not None else None
         if shared is not None:
@@ -770,6 +793,8 @@ class Service:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "devices": self.store.device_count(),
             "waiting": self.waiters.waiting,
+            "pushing_without_wait": self._no_wait_in_flight,
+            "overloaded_without_wait": self._overloaded_no_wait,
             "registrations": self._registrations,
             "pushes": dict(self._pushes),
             "pushes_by_provider": {k: dict(v) for k, v in self._pushes_by_provider.items()},

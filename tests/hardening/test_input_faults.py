@@ -30,7 +30,6 @@ async def test_bad_control_traffic_gets_the_contract_errors(tmp_path: Path) -> N
     assert report.figures["dropped_connections"] == 300
 
 
-@pytest.mark.xfail(reason=faults.KNOWN_GAPS["push timeout NaN"])
 async def test_push_with_a_nan_timeout_is_invalid_params(tmp_path: Path) -> None:
     data, expected = faults.control_cases()["push timeout NaN"]
     with trio.fail_after(10):

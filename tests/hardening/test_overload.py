@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import pytest
 import trio
 
 from load import faults_input as faults
@@ -22,7 +21,6 @@ async def test_overload_answers_overloaded_fast_and_recovers(tmp_path: Path) -> 
     assert figures["recovered_s"] < 2.0
 
 
-@pytest.mark.xfail(reason=faults.KNOWN_GAPS["no-wait overload"])
 async def test_no_wait_pushes_are_held_to_max_waiting(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with faults.open_sidecar(tmp_path, max_waiting=10) as sidecar:
