@@ -666,6 +666,7 @@ async def fault_oauth_blackhole(bench: Bench, quick: bool) -> FaultReport:
             "every push ends as Timeout or retry_later by its deadline",
             all(p.outcome in ("timeout", "retry_later") for p in results),
         )
+        report.notes.append(f"OAuth exchanges tried: {bench.pool_stats()['oauth_exchanges']}")
     finally:
         hole.close()
     # The operator fixes the service account (token_uri).

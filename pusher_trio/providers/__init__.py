@@ -121,6 +121,14 @@ class PoolKey:
 class _FcmAccount:
     cache: fcm.AccessTokenCache = attrs.Factory(fcm.AccessTokenCache)
     lock: trio.Lock = attrs.Factory(trio.Lock)
+    failure: Outcome | None = None  # the last exchange failed: why, until failure_until
+    failure_until: float = 0.0
+
+
+# Pushes queued behind a failed OAuth exchange get its outcome for this long instead of
+# each trying again in turn (a token endpoint that hangs cost every queued push its
+# whole deadline, one exchange after the other).
+OAUTH_FAILURE_TTL = 1.0
 
 
 class Providers:
@@ -303,6 +311,8 @@ class Providers:
             token = account.cache.get(self._clock())
             if token is not None:
                 return token
+            if account.failure is not None and trio.current_time() < account.failure_until:
+                return account.failure
             if self._oauth is None:
                 try:
                     self._oauth = OAuthClient(self.ca_file)
@@ -312,7 +322,9 @@ class Providers:
             result = await self._oauth.fetch(auth.service_account, now)
             if isinstance(result, tuple):
                 account.cache.store(result[0], result[1], now)
+                account.failure = None
                 return result[0]
+            account.failure, account.failure_until = result, trio.current_time() + OAUTH_FAILURE_TTL
             return result
 
     async def _send_fcm(
@@ -401,6 +413,8 @@ class Providers:
 
     def forget_app(self, app_id: str) -> None:
         """The app was removed: close its pool (GOAWAY) unless another app shares it."""
+        for account in self._fcm_accounts.values():  # new credentials: try OAuth again now
+            account.failure = None
         key = self._app_pools.get(app_id)
         if key is not None:
             self._retire(app_id, key)
