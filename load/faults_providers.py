@@ -1146,6 +1146,7 @@ async def crash_restart(folder: Path, quick: bool, rate: float | None = None) ->
         async with open_control(daemon.tcp) as admin:
             status = await admin.call("status", {})
             report.restart_devices = int(status.get("devices", 0))
+            apps = [a["app_id"] for a in (await admin.call("apps.list", {}))["apps"]]
             # A registration after the restart is learned.
             aor, register, ok = register_pair(total + 1, run_id)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -1176,6 +1177,7 @@ async def crash_restart(folder: Path, quick: bool, rate: float | None = None) ->
             "the restarted daemon knows the devices", report.restart_devices >= report.found_total
         )
         report.check("a REGISTER after the restart is learned", learned)
+        report.check("the app added before the storm is still there", BUNDLE in apps)
         report.check("the restarted daemon exits 0 on SIGTERM", code == 0)
     finally:
         hole.close()
