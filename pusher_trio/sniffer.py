@@ -31,10 +31,12 @@ answered_failure, provisional, unmatched_responses, malformed_registers, expired
 evicted, registered_events, unregistered_events) and `rcvbuf_bytes` (what
 getsockopt(SO_RCVBUF) reports; Linux doubles the value it was given).
 
-The reader drains its socket with non-blocking `recvfrom_into` until EAGAIN and
-only then awaits readability again, so a burst costs one scheduler round, not one
-per datagram (it yields every DRAIN_MAX datagrams to stay fair to the control
-server). Nothing a datagram contains can stop a listener.
+The reader drains its socket with non-blocking `recvfrom` until EAGAIN, reading the
+clock once per drain, so a burst costs one scheduler round, not one per datagram (it
+yields every DRAIN_MAX datagrams to stay fair to the control server); while busy it
+sleeps COALESCE_DELAY between drains instead of waking per datagram. A HEP packet is
+read by `sip.hep_sip_fields` (one match for the usual chunk layout), `sip.decode_hep`
+when that is unsure. Nothing a datagram contains can stop a listener.
 """
 
 from __future__ import annotations
