@@ -366,6 +366,7 @@ class Service:
         self._started = time.monotonic()
         self._registrations = 0
         self._no_wait_in_flight = 0  # wait=false pushes being sent (counted against max_waiting)
+        self._no_wait_scopes: set[trio.CancelScope] = set()  # shutdown() cancels them
         self._overloaded_no_wait = 0
         self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
@@ -403,8 +404,14 @@ class Service:
             self.shutdown()
 
     def shutdown(self) -> int:
-        """Answer every waiting push ShuttingDown and refuse new waits (idempotent)."""
-        return self.waiters.shutdown()
+        """Answer every open push ShuttingDown and refuse new ones (idempotent).
+
+        Parked waits end through the waiters; pushes that do not wait (wait=false, Kazoo
+        push_req) are cancelled where they stand at the provider and answer the same.
+        """
+        for scope in self._no_wait_scopes:
+            scope.cancel()
+        return self.waiters.shutdown() + len(self._no_wait_scopes)
 
     @property
     def running(self) -> bool:
@@ -648,9 +655,14 @@ class Service:
                 f" (max_waiting {self.waiters.max_waiting})"
             )
         self._no_wait_in_flight += 1
+        scope = trio.CancelScope()
+        self._no_wait_scopes.add(scope)
         try:
-            return await self._push_once(request, deadline, expires_at, received)
+            with scope:
+                return await self._push_once(request, deadline, expires_at, received)
+            raise ShuttingDown("the sidecar is stopping")  # only shutdown() cancels it
         finally:
+            self._no_wait_scopes.discard(scope)
             self._no_wait_in_flight -= 1
 
     async def _push_once(

@@ -140,10 +140,6 @@ def test_a_call_id_that_is_no_field_value_is_not_sent_as_collapse_id(
     assert all("\r" not in v and "\n" not in v and "\0" not in v for _, v in request.headers)
 
 
-@pytest.mark.xfail(
-    reason="service.py: a wait=false / Kazoo push_req push still in flight at shutdown is not "
-    "answered ShuttingDown (DESIGN §3): its connection is closed after REPLY_FLUSH instead"
-)
 async def test_shutdown_answers_no_wait_pushes_stuck_at_the_provider_shutting_down(
     tmp_path: Path,
 ) -> None:
