@@ -82,17 +82,24 @@ GENERIC_PARAM_RE = re.compile(
 NAME_ADDR_RE = re.compile(r"[ \t]*(?:(" + QUOTED_STRING + r')|([^<>",;:]*?))[ \t]*<([^<>]*)>')
 ADDR_SPEC_RE = re.compile(r'[ \t]*([^ \t\r\n;,<>"]+)')
 
-# The usual Contact of a REGISTER or its 2xx in one C-level match:
-#   "<" SIP-URI (the fast shape above) ">" *( ";" name [ "=" ( "quoted" / value ) ] )
-#   then a comma or the end. No display name, no blanks between params, no
-# quoted-pair. Groups: uri text, the six SIP_URI_FAST_RE groups, the header params
-# section, the comma. Anything else goes to the general name-addr parser; tests check
-# the two agree.
-CONTACT_FAST_RE = re.compile(
-    r"<(" + _SIP_URI_FAST + r")>"
-    r'((?:;[^ \t\r\n;,="]+(?:=(?:"[^"\\\r\n]*"|[^ \t\r\n;,"]*))?)*)'
-    r"[ \t]*(?:(,)[ \t]*|\Z)",
-    re.IGNORECASE,
+# The usual Contact header in one findall, for sip.headers._contacts_split, which
+# first cuts out every quoted-string and leaves a single '"' in its place:
+#   contact-param = (name-addr / addr-spec) *( SEMI contact-params )
+#   name-addr = [ display-name ] LAQUOT addr-spec RAQUOT
+#   SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+# Narrower than the grammar: a quoted display name or none; a lowercase "sip" or
+# "sips" scheme; a user without password (as in sip.uri._parse_sip the first "@"
+# ends it, so it may hold ";"); no "?headers"; blanks only around the comma and
+# before "<"; no blank or tab among the params. An item starts at the start or
+# after a comma and ends at a comma (not a last one) or the end; anything else is
+# taken by the last group, so a match of it means "not this shape". Groups:
+# display '"', URI text, scheme, user, host, port, uri-params, header params, junk.
+CONTACTS_RE = re.compile(
+    r'(?:^|(?<=,))[ ]*("?)[ ]*<('
+    r'(sips?):(?:([^@:?<>" \t]+)@)?'
+    r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_\-.]+)"
+    r"(?::([0-9]{1,5}))?"
+    r'(?:;([^?<>" \t]*))?'
+    r")>([^, \t]*)[ ]*(?:,(?![ ]*\Z)|\Z)"
+    r"|([^,]+,?|,)"
 )
-# One param of a CONTACT_FAST_RE params section: name, "=" or "", quoted, unquoted.
-HEADER_PARAM_FAST_RE = re.compile(r';([^ \t\r\n;,="]+)(?:(=)(?:"([^"\\\r\n]*)"|([^ \t\r\n;,"]*)))?')

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from . import _abnf
 from .errors import SipParseError
-from .uri import Params, SipUri, _drop_empty, parse_uri
+from .uri import Params, SipUri, parse_uri
 
 __all__ = [
     "COMPACT_FORMS",
@@ -196,8 +196,7 @@ class Contact(NameAddr):
 _NAME_ADDR = _abnf.NAME_ADDR_RE.match
 _ADDR_SPEC = _abnf.ADDR_SPEC_RE.match
 _PARAM = _abnf.GENERIC_PARAM_RE.match
-_CONTACT_FAST = _abnf.CONTACT_FAST_RE.match
-_PARAMS_FAST = _abnf.HEADER_PARAM_FAST_RE.findall
+_CONTACTS_FAST = _abnf.CONTACTS_RE.findall
 _MAX_DELTA = 2**32 - 1  # RFC 3261 §20.19: larger values are taken as 2**32-1
 
 
@@ -355,45 +354,12 @@ def _parse_contacts(value: str, fast: bool) -> list[Contact]:
         if _skip_ws(value, pos, end) != end:
             raise SipParseError("junk after Contact: *")
         return [Contact(None, SipUri("", None, "", raw="*"), params, None, True)]
-    contacts: list[Contact] = []
+    if fast:
+        contacts = _contacts_split(value)
+        if contacts is not None:
+            return contacts
+    contacts = []
     while True:
-        m = _CONTACT_FAST(value, pos) if fast else None
-        if m is not None:
-            # <sip:...>;p=v;q="w" in one match (CONTACT_FAST_RE in sip._abnf)
-            uri_text, scheme, user, host, port, ptext, uheaders, section, comma = m.groups()
-            uparams: Params = {}
-            if ptext is not None:
-                for part in ptext.split(";"):
-                    name, eq, pvalue = part.partition("=")
-                    uparams[name.lower()] = pvalue if eq else None
-                if "" in uparams:
-                    _drop_empty(uparams, ptext)
-            nport = None
-            if port is not None:
-                nport = int(port)
-                if nport > 65535:
-                    raise SipParseError(f"port {nport} out of range")
-            params = {}
-            if section:
-                if '"' in section:
-                    for name, eq, quoted, plain in _PARAMS_FAST(section):
-                        params[name.lower()] = (plain or quoted) if eq else None
-                else:
-                    parts = section.split(";")
-                    for i in range(1, len(parts)):
-                        name, eq, pvalue = parts[i].partition("=")
-                        params[name.lower()] = pvalue if eq else None
-            expires = params.get("expires")
-            uri = SipUri(scheme.lower(), user, host, nport, uparams, None, uheaders, uri_text)
-            contacts.append(
-                Contact(None, uri, params, None if expires is None else _delta_seconds(expires))
-            )
-            pos = m.end()
-            if pos == end:
-                if comma:
-                    raise SipParseError(f"expected a contact after ',' in {value[:80]!r}")
-                return contacts
-            continue
         display, uri, params, pos = _parse_one(value, pos, end)
         expires = params.get("expires")
         contacts.append(
@@ -408,3 +374,77 @@ def _parse_contacts(value: str, fast: bool) -> list[Contact]:
             if value[pos] != ",":
                 raise SipParseError(f"expected ',' between contacts in {value[:80]!r}")
         pos = _skip_ws(value, pos + 1, end)
+
+
+def _contacts_split(value: str) -> list[Contact] | None:
+    """The usual Contact header, or None: let the general parser decide.
+
+    Quoted strings are cut out first (``value.split('"')``), each leaving one ``"``
+    behind, so commas, semicolons and ``<>`` inside them need no care; then one
+    ``findall`` of ``CONTACTS_RE`` (sip._abnf) splits the rest into contacts. A
+    ``"`` left in the text must be a whole display name before ``<`` or a whole
+    param value after ``=``, and every one must be used, else None. No backslash
+    (quoted-pair), CR or LF. Never raises; the tests check that whatever it
+    returns, the general parser returns too.
+    """
+    if "\\" in value or "\r" in value or "\n" in value:
+        return None
+    if '"' in value:
+        segs = value.split('"')
+        if not len(segs) & 1:
+            return None  # an unclosed quote
+        quoted = segs[1::2]
+        value = '"'.join(segs[0::2])
+        nquoted = len(quoted)
+    else:
+        nquoted = 0
+    used = 0
+    contacts: list[Contact] = []
+    for display, uri_text, scheme, user, host, port, ptext, section, junk in _CONTACTS_FAST(value):
+        if junk:
+            return None
+        display_name = None
+        if display:
+            display_name = quoted[used]
+            used += 1
+        uparams: Params = {}
+        if ptext:
+            if not user and "@" in ptext:
+                return None  # that "@" ends a user part: sip.uri._parse_sip knows how
+            for part in ptext.split(";"):
+                name, eq, pvalue = part.partition("=")
+                uparams[name.lower()] = pvalue if eq else None
+            if "" in uparams:
+                return None
+        nport = None
+        if port:
+            nport = int(port)
+            if nport > 65535:
+                return None
+        params: Params = {}
+        expires = None
+        if section:
+            parts = section.split(";")
+            if parts[0]:
+                return None  # junk after ">"
+            del parts[0]
+            for part in parts:
+                name, eq, pvalue = part.partition("=")
+                if pvalue == '"':
+                    pvalue = quoted[used]
+                    used += 1
+                params[name.lower()] = pvalue if eq else None
+            if "" in params:
+                return None
+            text = params.get("expires")
+            if text is not None:
+                if not (text.isascii() and text.isdigit()):
+                    return None
+                expires = int(text)
+                if expires > _MAX_DELTA:
+                    expires = _MAX_DELTA
+        uri = SipUri(scheme, user or None, host, nport, uparams, None, None, uri_text)
+        contacts.append(Contact(display_name, uri, params, expires))
+    if used != nquoted or not contacts:
+        return None  # a '"' inside a URI, a name or a value; or nothing at all
+    return contacts

@@ -197,16 +197,27 @@ def _parse(data: bytes) -> Request | Response:
         raise SipParseError(f"message of {len(data)} bytes is over {MAX_DATAGRAM}")
     # The header block ends at the first empty line. Lines are split at LF and the CR
     # of CRLF is stripped with the value, so LF-only senders cost nothing extra.
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        end, body_start = _find_head(data)
-    else:
+    end = len(data) - 4
+    if end > 0 and data[end:] == b"\r\n\r\n":
+        # No body (a REGISTER, its 2xx): try the last empty line first, saving a
+        # search; an empty line before it shows up in the lines and is searched for.
         body_start = end + 4
-    lines = data[:end].decode("utf-8", "replace").split("\n")
-    if "" in lines or "\r" in lines:
-        # an LF-only empty line came before the CRLF one
-        end, body_start = _find_head(data)
         lines = data[:end].decode("utf-8", "replace").split("\n")
+        if "" in lines or "\r" in lines:
+            end = -1
+    else:
+        end = -1
+    if end < 0:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            end, body_start = _find_head(data)
+        else:
+            body_start = end + 4
+        lines = data[:end].decode("utf-8", "replace").split("\n")
+        if "" in lines or "\r" in lines:
+            # an LF-only empty line came before the CRLF one
+            end, body_start = _find_head(data)
+            lines = data[:end].decode("utf-8", "replace").split("\n")
     if len(lines) > MAX_HEADERS + 1:
         raise SipParseError(f"more than {MAX_HEADERS} header lines")
     try:
