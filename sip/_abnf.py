@@ -89,17 +89,19 @@ ADDR_SPEC_RE = re.compile(r'[ \t]*([^ \t\r\n;,<>"]+)')
 #   SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
 # Narrower than the grammar: a quoted display name or none; a lowercase "sip" or
 # "sips" scheme; a user without password (as in sip.uri._parse_sip the first "@"
-# ends it, so it may hold ";"); no "?headers"; blanks only around the comma and
-# before "<"; no blank or tab among the params. An item starts at the start or
-# after a comma and ends at a comma (not a last one) or the end; anything else is
-# taken by the last group, so a match of it means "not this shape". Groups:
-# display '"', URI text, scheme, user, host, port, uri-params, header params, junk.
+# ends it, so it may hold ";"; without a user the params hold no "@"); blanks only
+# around the comma and before "<". An item starts at the start or after a comma
+# and ends at a comma (not a last one) or the end; anything else is taken by the
+# last group, so a match of it means "not this shape". The long runs (URI params,
+# header params) are single-character negations, which re scans several times
+# faster than a class; the caller checks them for blanks and "<". Groups: display
+# '"', URI text, scheme, user, host, port, uri-params, header params, junk.
 CONTACTS_RE = re.compile(
     r'(?:^|(?<=,))[ ]*("?)[ ]*<('
-    r'(sips?):(?:([^@:?<>" \t]+)@)?'
+    r"(sips?):(?:([^@:<> ]+)@)?"
     r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_\-.]+)"
     r"(?::([0-9]{1,5}))?"
-    r'(?:;([^?<>" \t]*))?'
-    r")>([^, \t]*)[ ]*(?:,(?![ ]*\Z)|\Z)"
+    r"(?:;((?(4)[^>]*|[^@>]*)))?"
+    r")>([^,]*)(?:,(?![ ]*\Z)|\Z)"
     r"|([^,]+,?|,)"
 )

@@ -197,6 +197,7 @@ _NAME_ADDR = _abnf.NAME_ADDR_RE.match
 _ADDR_SPEC = _abnf.ADDR_SPEC_RE.match
 _PARAM = _abnf.GENERIC_PARAM_RE.match
 _CONTACTS_FAST = _abnf.CONTACTS_RE.findall
+_new = object.__new__
 _MAX_DELTA = 2**32 - 1  # RFC 3261 §20.19: larger values are taken as 2**32-1
 
 
@@ -384,55 +385,59 @@ def _contacts_split(value: str) -> list[Contact] | None:
     ``findall`` of ``CONTACTS_RE`` (sip._abnf) splits the rest into contacts. A
     ``"`` left in the text must be a whole display name before ``<`` or a whole
     param value after ``=``, and every one must be used, else None. No backslash
-    (quoted-pair), CR or LF. Never raises; the tests check that whatever it
-    returns, the general parser returns too.
+    (quoted-pair), CR, LF, tab or "?" anywhere. Never raises; the tests check that
+    whatever it returns, the general parser returns too.
     """
-    if "\\" in value or "\r" in value or "\n" in value:
+    if "\\" in value or "\r" in value or "\n" in value or "\t" in value or "?" in value:
         return None
+    quoted: Iterator[str] = iter(())
     if '"' in value:
         segs = value.split('"')
         if not len(segs) & 1:
             return None  # an unclosed quote
-        quoted = segs[1::2]
+        quoted = iter(segs[1::2])
         value = '"'.join(segs[0::2])
-        nquoted = len(quoted)
-    else:
-        nquoted = 0
-    used = 0
     contacts: list[Contact] = []
     for display, uri_text, scheme, user, host, port, ptext, section, junk in _CONTACTS_FAST(value):
         if junk:
             return None
-        display_name = None
-        if display:
-            display_name = quoted[used]
-            used += 1
         uparams: Params = {}
         if ptext:
-            if not user and "@" in ptext:
-                return None  # that "@" ends a user part: sip.uri._parse_sip knows how
+            if " " in ptext or "<" in ptext:
+                return None
             for part in ptext.split(";"):
                 name, eq, pvalue = part.partition("=")
                 uparams[name.lower()] = pvalue if eq else None
             if "" in uparams:
                 return None
-        nport = None
-        if port:
-            nport = int(port)
-            if nport > 65535:
-                return None
+        uri = _new(SipUri)
+        uri.scheme = scheme
+        uri.user = user or None
+        uri.host = host
+        uri.port = nport = int(port) if port else None
+        if nport is not None and nport > 65535:
+            return None
+        uri.params = uparams
+        uri.password = uri.headers = None
+        uri.raw = uri_text
+        # Contact(display_name, uri, params, expires) without the dataclass __init__
+        contact = _new(Contact)
+        contact.display_name = next(quoted) if display else None
+        contact.uri = uri
         params: Params = {}
-        expires = None
+        contact.params = params
+        contact.expires = None
+        contact.is_wildcard = False
+        contacts.append(contact)
         if section:
             parts = section.split(";")
-            if parts[0]:
-                return None  # junk after ">"
+            if parts[0] or " " in section:
+                return None  # junk after ">", or blanks the general parser may allow
             del parts[0]
             for part in parts:
                 name, eq, pvalue = part.partition("=")
                 if pvalue == '"':
-                    pvalue = quoted[used]
-                    used += 1
+                    pvalue = next(quoted)
                 params[name.lower()] = pvalue if eq else None
             if "" in params:
                 return None
@@ -441,10 +446,7 @@ def _contacts_split(value: str) -> list[Contact] | None:
                 if not (text.isascii() and text.isdigit()):
                     return None
                 expires = int(text)
-                if expires > _MAX_DELTA:
-                    expires = _MAX_DELTA
-        uri = SipUri(scheme, user or None, host, nport, uparams, None, None, uri_text)
-        contacts.append(Contact(display_name, uri, params, expires))
-    if used != nquoted or not contacts:
-        return None  # a '"' inside a URI, a name or a value; or nothing at all
-    return contacts
+                contact.expires = expires if expires < _MAX_DELTA else _MAX_DELTA
+    for _ in quoted:
+        return None  # a '"' inside a URI, a name or a value
+    return contacts or None

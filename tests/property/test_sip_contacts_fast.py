@@ -155,6 +155,10 @@ def test_fast_path_agrees_on_mutated_values(group: list[str], edits: list[tuple[
     check(value)
 
 
+# no backslash, quote, tab or "?" (the fast path leaves those to the general parser)
+USUAL_QUOTED_CHARS = ",;<>:=@ ab\u00e9"
+
+
 @st.composite
 def usual_contact(draw: st.DrawFn) -> str:
     uri = draw(st.sampled_from(["sip", "sips"])) + ":"
@@ -174,9 +178,7 @@ def usual_contact(draw: st.DrawFn) -> str:
     ):
         uri += f";{name}" + ("" if value is None else f"={value}")
     out = f"<{uri}>"
-    display = draw(
-        st.one_of(st.none(), st.text(QUOTED_CHARS.replace("\\", "").replace('"', ""), max_size=8))
-    )
+    display = draw(st.one_of(st.none(), st.text(USUAL_QUOTED_CHARS, max_size=8)))
     if display is not None:
         out = f'"{display}"' + draw(st.sampled_from(["", " "])) + out
     for name, value in draw(header_params):
@@ -184,11 +186,7 @@ def usual_contact(draw: st.DrawFn) -> str:
         if value is not None:
             kind, text = value
             if kind == "quoted":
-                out += (
-                    '="'
-                    + text.replace("\\", "").replace('"', "").replace("\r", "").replace("\n", "")
-                    + '"'
-                )
+                out += '="' + "".join(c for c in text if c not in '\\"\r\n\t?') + '"'
             else:
                 out += "=" + text
     return out
