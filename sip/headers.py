@@ -110,34 +110,53 @@ class Headers:
     verbatim. Values have surrounding blanks and line folding removed.
     """
 
-    __slots__ = ("_index", "_lines")
+    __slots__ = ("_index", "_lines", "_more")
 
-    _index: dict[str, list[str]]
+    # Most headers come once: the index holds the first value of each key, and only
+    # keys on several lines (Via, Accept, ...) get a list of every value in _more.
+    _index: dict[str, str]
+    _more: dict[str, list[str]] | None
     _lines: list[str]  # raw header lines, [0] is the start line (or empty)
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         self._lines = [""]
         self._index = {}
+        self._more = None
         for name, value in pairs:
             key = header_key(name)
-            self._index.setdefault(key, []).append(value)
+            if key in self._index:
+                self._more = _add_more(self._more, self._index, key, value)
+            else:
+                self._index[key] = value
             self._lines.append(f"{name}: {value}")
 
     @classmethod
-    def _from_parser(cls, index: dict[str, list[str]], lines: list[str]) -> Headers:
+    def _from_parser(
+        cls, index: dict[str, str], more: dict[str, list[str]] | None, lines: list[str]
+    ) -> Headers:
         self = cls.__new__(cls)
         self._index = index
+        self._more = more
         self._lines = lines
         return self
 
     def get(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
-        values = self._index.get(_KEYS.get(lname, lname))
-        return default if values is None else values[0]
+        return self._index.get(_KEYS.get(lname, lname), default)
 
     def get_all(self, name: str) -> list[str]:
         lname = name.lower()
-        return list(self._index.get(_KEYS.get(lname, lname), ()))
+        return list(self._values(_KEYS.get(lname, lname)))
+
+    def _values(self, key: str) -> list[str]:
+        # every value of an index key, not a copy when it comes from _more
+        more = self._more
+        if more is not None:
+            values = more.get(key)
+            if values is not None:
+                return values
+        value = self._index.get(key)
+        return [] if value is None else [value]
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -161,6 +180,20 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self.items()!r})"
+
+
+def _add_more(
+    more: dict[str, list[str]] | None, index: dict[str, str], key: str, value: str
+) -> dict[str, list[str]]:
+    """Another value for a key already in ``index``: the list of every value in ``more``."""
+    if more is None:
+        more = {}
+    values = more.get(key)
+    if values is None:
+        more[key] = [index[key], value]
+    else:
+        values.append(value)
+    return more
 
 
 @dataclass(slots=True)

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from . import _abnf
 from .errors import SipParseError
-from .headers import _KEYS, Contact, Headers, NameAddr, _delta_seconds, header_key, parse_contacts
+from .headers import (
+    _KEYS,
+    Contact,
+    Headers,
+    NameAddr,
+    _add_more,
+    _delta_seconds,
+    header_key,
+    parse_contacts,
+)
 from .headers import parse_name_addr as _parse_name_addr
 from .uri import SipUri, parse_uri
 
@@ -38,13 +47,13 @@ class _Message:
         self._contacts = self._to = self._from = None
         index = headers._index
         call_id = index.get("call-id")
-        if call_id is None or not call_id[0]:
+        if not call_id:
             raise SipParseError("no Call-ID")
-        self.call_id = call_id[0]
+        self.call_id = call_id
         cseq = index.get("cseq")
         if cseq is None:
             raise SipParseError("no CSeq")
-        self.cseq = _parse_cseq(cseq[0])
+        self.cseq = _parse_cseq(cseq)
 
     def contacts(self) -> list[Contact]:
         """Every Contact of every Contact header, in order (parsed once, then cached).
@@ -53,23 +62,24 @@ class _Message:
         """
         contacts = self._contacts
         if contacts is None:
-            values = self.headers._index.get("contact")
-            if values is None:
+            headers = self.headers
+            value = headers._index.get("contact")
+            if value is None:
                 contacts = []
-            elif len(values) == 1:
-                contacts = parse_contacts(values[0])
+            elif headers._more is None or "contact" not in headers._more:
+                contacts = parse_contacts(value)
             else:
                 contacts = []
-                for value in values:
+                for value in headers._more["contact"]:
                     contacts.extend(parse_contacts(value))
             self._contacts = contacts
         return list(contacts)
 
     def _name_addr(self, key: str) -> NameAddr:
-        values = self.headers._index.get(key)
-        if values is None:
+        value = self.headers._index.get(key)
+        if value is None:
             raise SipParseError(f"no {key} header")
-        return _parse_name_addr(values[0])
+        return _parse_name_addr(value)
 
     @property
     def to(self) -> NameAddr:
@@ -88,16 +98,15 @@ class _Message:
     @property
     def expires(self) -> int | None:
         """The Expires header as an int, or None (:class:`SipParseError` if malformed)."""
-        values = self.headers._index.get("expires")
-        if values is None:
+        value = self.headers._index.get("expires")
+        if value is None:
             return None
-        return _delta_seconds(values[0])
+        return _delta_seconds(value)
 
     @property
     def user_agent(self) -> str | None:
         """The User-Agent header, or None."""
-        values = self.headers._index.get("user-agent")
-        return None if values is None else values[0]
+        return self.headers._index.get("user-agent")
 
 
 class Request(_Message):
@@ -221,21 +230,20 @@ def _parse(data: bytes) -> Request | Response:
     if len(lines) > MAX_HEADERS + 1:
         raise SipParseError(f"more than {MAX_HEADERS} header lines")
     try:
-        index = _index(lines)
+        index, more = _index(lines)
     except _Folded:
         lines = _unfold(lines)
-        index = _index(lines)
+        index, more = _index(lines)
     if end > MAX_HEADER_SIZE:  # else no line can be that long
         for line in lines:
             if len(line) > MAX_HEADER_SIZE:
                 raise SipParseError(f"a header is over {MAX_HEADER_SIZE} bytes")
-    headers = Headers._from_parser(index, lines)
+    headers = Headers._from_parser(index, more, lines)
 
-    clen = index.get("content-length")
-    if clen is None:
+    text = index.get("content-length")
+    if text is None:
         body = data[body_start:]
     else:
-        text = clen[0]
         if not (text.isascii() and text.isdigit()) or len(text) > 5:
             raise SipParseError(f"bad Content-Length {text[:20]!r}")
         length = int(text)
@@ -259,10 +267,10 @@ def _parse(data: bytes) -> Request | Response:
     return Request(method, parts[1], headers, body)
 
 
-def _index(lines: list[str]) -> dict[str, list[str]]:
-    """Index header lines (``lines[0]`` is the start line) by header key."""
-    index: dict[str, list[str]] = {}
-    index_get = index.get
+def _index(lines: list[str]) -> tuple[dict[str, str], dict[str, list[str]] | None]:
+    """Index header lines (``lines[0]`` is the start line) by header key (see Headers)."""
+    index: dict[str, str] = {}
+    more = None
     keys_get = _KEYS.get
     it = iter(lines)
     next(it)
@@ -275,12 +283,11 @@ def _index(lines: list[str]) -> dict[str, list[str]]:
             if not colon:
                 raise SipParseError(f"header line without a colon: {name[:40]!r}")
             key = header_key(name)
-        values = index_get(key)
-        if values is None:
-            index[key] = [value.strip(" \t\r")]
+        if key in index:
+            more = _add_more(more, index, key, value.strip(" \t\r"))
         else:
-            values.append(value.strip(" \t\r"))
-    return index
+            index[key] = value.strip(" \t\r")
+    return index, more
 
 
 def _unfold(lines: list[str]) -> list[str]:
