@@ -130,16 +130,6 @@ class Headers:
                 self._index[key] = value
             self._lines.append(f"{name}: {value}")
 
-    @classmethod
-    def _from_parser(
-        cls, index: dict[str, str], more: dict[str, list[str]] | None, lines: list[str]
-    ) -> Headers:
-        self = cls.__new__(cls)
-        self._index = index
-        self._more = more
-        self._lines = lines
-        return self
-
     def get(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
         return self._index.get(_KEYS.get(lname, lname), default)

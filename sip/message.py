@@ -29,6 +29,8 @@ MAX_DATAGRAM = 65535  # the largest UDP payload; a bigger "message" is not one d
 MAX_HEADERS = 256  # Kamailio-like bound: more is an attack or a loop, not a phone
 MAX_HEADER_SIZE = 8192  # one header line (after unfolding), name and value included
 
+_new = object.__new__
+
 
 class _Message:
     __slots__ = ("_contacts", "_from", "_to", "body", "call_id", "cseq", "headers")
@@ -165,7 +167,12 @@ def _parse_cseq(value: str) -> tuple[int, str]:
     # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method
     number, _, method = value.partition(" ")
     method = method.strip(" \t")
-    if not (number.isascii() and number.isdigit() and len(number) <= 10 and _method_ok(method)):
+    if not (
+        number.isascii()
+        and number.isdigit()
+        and len(number) <= 10
+        and (method in _KNOWN_METHODS or _method_ok(method))
+    ):
         m = _abnf.CSEQ_RE.fullmatch(value)  # tabs or several spaces
         if m is None:
             raise SipParseError(f"bad CSeq {value[:40]!r}")
@@ -238,7 +245,10 @@ def _parse(data: bytes) -> Request | Response:
         for line in lines:
             if len(line) > MAX_HEADER_SIZE:
                 raise SipParseError(f"a header is over {MAX_HEADER_SIZE} bytes")
-    headers = Headers._from_parser(index, more, lines)
+    headers = _new(Headers)
+    headers._index = index
+    headers._more = more
+    headers._lines = lines
 
     text = index.get("content-length")
     if text is None:
@@ -257,14 +267,23 @@ def _parse(data: bytes) -> Request | Response:
         code, _, reason = rest.partition(" ")
         if version != _abnf.SIP_VERSION or _abnf.STATUS_CODE_RE.fullmatch(code) is None:
             raise SipParseError(f"bad status line {first[:60]!r}")
-        return Response(int(code), reason, headers, body)
+        response = _new(Response)  # Response(int(code), reason, headers, body), one call less
+        response.status_code = int(code)
+        response.reason = reason
+        response._init(headers, body)
+        return response
     parts = first.split(" ")
     if len(parts) != 3 or parts[2] != _abnf.SIP_VERSION or not parts[1]:
         raise SipParseError(f"bad request line {first[:60]!r}")
     method = parts[0]
     if not _method_ok(method):
         raise SipParseError(f"bad method {method[:20]!r}")
-    return Request(method, parts[1], headers, body)
+    request = _new(Request)  # Request(method, parts[1], headers, body), one call less
+    request.method = method
+    request.uri_text = parts[1]
+    request._uri = None
+    request._init(headers, body)
+    return request
 
 
 def _index(lines: list[str]) -> tuple[dict[str, str], dict[str, list[str]] | None]:
