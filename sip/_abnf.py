@@ -95,13 +95,14 @@ ADDR_SPEC_RE = re.compile(r'[ \t]*([^ \t\r\n;,<>"]+)')
 # last group, so a match of it means "not this shape". The long runs (URI params,
 # header params) are single-character negations, which re scans several times
 # faster than a class; the caller checks them for blanks and "<". Groups: display
-# '"', URI text, scheme, user, host, port, uri-params, header params, junk.
+# '"', URI text, scheme, user, host, port, uri-params, header params (from their
+# first ";"), junk.
 CONTACTS_RE = re.compile(
     r'(?:^|(?<=,))[ ]*("?)[ ]*<('
     r"(sips?):(?:([^@:<> ]+)@)?"
     r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9_\-.]+)"
     r"(?::([0-9]{1,5}))?"
     r"(?:;((?(4)[^>]*|[^@>]*)))?"
-    r")>([^,]*)(?:,(?![ ]*\Z)|\Z)"
+    r")>((?:;[^,]*)?)(?:,(?![ ]*\Z)|\Z)"
     r"|([^,]+,?|,)"
 )

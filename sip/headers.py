@@ -453,11 +453,9 @@ def _contacts_split(value: str) -> list[Contact] | None:
         contact.is_wildcard = False
         contacts.append(contact)
         if section:
-            parts = section.split(";")
-            if parts[0] or " " in section:
-                return None  # junk after ">", or blanks the general parser may allow
-            del parts[0]
-            for part in parts:
+            if " " in section:
+                return None  # blanks: the general parser knows where they may be
+            for part in section[1:].split(";"):
                 name, eq, pvalue = part.partition("=")
                 if pvalue == '"':
                     pvalue = next(quoted)

@@ -15,7 +15,6 @@ from .headers import (
     Contact,
     Headers,
     NameAddr,
-    _add_more,
     _delta_seconds,
     header_key,
     parse_contacts,
@@ -302,10 +301,14 @@ def _index(lines: list[str]) -> tuple[dict[str, str], dict[str, list[str]] | Non
             if not colon:
                 raise SipParseError(f"header line without a colon: {name[:40]!r}")
             key = header_key(name)
-        if key in index:
-            more = _add_more(more, index, key, value.strip(" \t\r"))
-        else:
+        if key not in index:
             index[key] = value.strip(" \t\r")
+        elif more is None:
+            more = {key: [index[key], value.strip(" \t\r")]}
+        elif key in more:
+            more[key].append(value.strip(" \t\r"))
+        else:
+            more[key] = [index[key], value.strip(" \t\r")]
     return index, more
 
 
