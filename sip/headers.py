@@ -366,10 +366,15 @@ def parse_contacts(value: str) -> list[Contact]:
     Contact = ("Contact" / "m" ) HCOLON ( STAR / (contact-param *(COMMA contact-param)))
     Commas inside quotes and inside ``<...>`` do not split.
     """
-    return _parse_contacts(value, True)
+    # The fast path never takes "*" (its items start with "<" or a display name).
+    return _contacts_split(value) or _parse_contacts(value, False)
 
 
 def _parse_contacts(value: str, fast: bool) -> list[Contact]:
+    if fast:
+        contacts = _contacts_split(value)
+        if contacts is not None:
+            return contacts
     end = len(value)
     pos = _skip_ws(value, 0, end)
     if value.startswith("*", pos) and value[pos + 1 :].lstrip(" \t")[:1] in ("", ";"):
@@ -378,10 +383,6 @@ def _parse_contacts(value: str, fast: bool) -> list[Contact]:
         if _skip_ws(value, pos, end) != end:
             raise SipParseError("junk after Contact: *")
         return [Contact(None, SipUri("", None, "", raw="*"), params, None, True)]
-    if fast:
-        contacts = _contacts_split(value)
-        if contacts is not None:
-            return contacts
     contacts = []
     while True:
         display, uri, params, pos = _parse_one(value, pos, end)

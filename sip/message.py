@@ -15,6 +15,7 @@ from .headers import (
     Contact,
     Headers,
     NameAddr,
+    _contacts_split,
     _delta_seconds,
     header_key,
     parse_contacts,
@@ -68,7 +69,7 @@ class _Message:
             if value is None:
                 contacts = []
             elif headers._more is None or "contact" not in headers._more:
-                contacts = parse_contacts(value)
+                contacts = _contacts_split(value) or parse_contacts(value)
             else:
                 contacts = []
                 for value in headers._more["contact"]:
@@ -266,23 +267,35 @@ def _parse(data: bytes) -> Request | Response:
         code, _, reason = rest.partition(" ")
         if version != _abnf.SIP_VERSION or _abnf.STATUS_CODE_RE.fullmatch(code) is None:
             raise SipParseError(f"bad status line {first[:60]!r}")
-        response = _new(Response)  # Response(int(code), reason, headers, body), one call less
+        response = _new(Response)  # Response(int(code), reason, headers, body), two calls less
         response.status_code = int(code)
         response.reason = reason
-        response._init(headers, body)
-        return response
-    parts = first.split(" ")
-    if len(parts) != 3 or parts[2] != _abnf.SIP_VERSION or not parts[1]:
-        raise SipParseError(f"bad request line {first[:60]!r}")
-    method = parts[0]
-    if not _method_ok(method):
-        raise SipParseError(f"bad method {method[:20]!r}")
-    request = _new(Request)  # Request(method, parts[1], headers, body), one call less
-    request.method = method
-    request.uri_text = parts[1]
-    request._uri = None
-    request._init(headers, body)
-    return request
+        msg: Request | Response = response
+    else:
+        parts = first.split(" ")
+        if len(parts) != 3 or parts[2] != _abnf.SIP_VERSION or not parts[1]:
+            raise SipParseError(f"bad request line {first[:60]!r}")
+        method = parts[0]
+        if not _method_ok(method):
+            raise SipParseError(f"bad method {method[:20]!r}")
+        request = _new(Request)  # Request(method, parts[1], headers, body), two calls less
+        request.method = method
+        request.uri_text = parts[1]
+        request._uri = None
+        msg = request
+    # _Message._init inlined
+    msg.headers = headers
+    msg.body = body
+    msg._contacts = msg._to = msg._from = None
+    call_id = index.get("call-id")
+    if not call_id:
+        raise SipParseError("no Call-ID")
+    msg.call_id = call_id
+    cseq = index.get("cseq")
+    if cseq is None:
+        raise SipParseError("no CSeq")
+    msg.cseq = _parse_cseq(cseq)
+    return msg
 
 
 def _index(lines: list[str]) -> tuple[dict[str, str], dict[str, list[str]] | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import sip
 
 REPEATED = (
@@ -30,3 +32,10 @@ def test_repeated_headers_built_by_hand_keep_every_value_in_order() -> None:
     returned.append("mutated")
     assert headers.get_all("via") == ["1", "2", "3"]
     assert sip.Request("X", "sip:h", headers).call_id == "c"
+
+
+def test_messages_built_by_hand_need_a_call_id_and_a_cseq() -> None:
+    with pytest.raises(sip.SipParseError):
+        sip.Request("X", "sip:h", sip.Headers([("CSeq", "1 X")]))
+    with pytest.raises(sip.SipParseError):
+        sip.Response(200, "OK", sip.Headers([("Call-ID", ""), ("CSeq", "1 X")]))
