@@ -183,18 +183,6 @@ def _parse_cseq(value: str) -> tuple[int, str]:
     return n, method
 
 
-def parse_message(data: bytes) -> Request | Response:
-    """Parse one SIP message (one UDP datagram).
-
-    Only :class:`sip.SipParseError` is raised, for any malformed input; anything
-    else escaping is a bug. Accepts CRLF or LF line ends, obsolete line folding,
-    header names in any case and compact forms. The body is ``Content-Length``
-    bytes after the blank line (bytes after it are ignored), or, without that
-    header, the rest of the datagram.
-    """
-    return _parse(data)
-
-
 class _Folded(Exception):
     """Internal: a continuation line was met; unfold and index again."""
 
@@ -208,7 +196,15 @@ def _find_head(data: bytes) -> tuple[int, int]:
     return end, end + (2 if data[end + 1] == 10 else 3)
 
 
-def _parse(data: bytes) -> Request | Response:
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one SIP message (one UDP datagram).
+
+    Only :class:`sip.SipParseError` is raised, for any malformed input; anything
+    else escaping is a bug. Accepts CRLF or LF line ends, obsolete line folding,
+    header names in any case and compact forms. The body is ``Content-Length``
+    bytes after the blank line (bytes after it are ignored), or, without that
+    header, the rest of the datagram.
+    """
     if len(data) > MAX_DATAGRAM:
         raise SipParseError(f"message of {len(data)} bytes is over {MAX_DATAGRAM}")
     # The header block ends at the first empty line. Lines are split at LF and the CR
