@@ -4,7 +4,10 @@ RFC 3261 §25.1 is the source unless a line says otherwise. Where real phones
 break the grammar in harmless ways (``:`` or ``=`` inside a Contact param value,
 ``_`` in a host name) the expressions are a little wider than the RFC and say so.
 The hot paths in :mod:`sip.message` and :mod:`sip.headers` split on delimiters
-with ``str`` methods and use these expressions to validate or for the rare cases.
+with ``str`` methods and use these expressions to validate or for the rare cases;
+a usual Contact header is one ``findall`` of ``CONTACTS_RE``. Speed note: ``re``
+scans a single-character negation (``[^>]*``) several times faster than any other
+class, so the long runs of the hot expressions are written that way.
 """
 
 from __future__ import annotations
