@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
+from types import ModuleType
+
+from load.parts import run_parts
 
 PARTS = {
     "sip": "load.bench_sip",
@@ -16,26 +18,13 @@ PARTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (sys.argv[1:] if argv is None else argv) or list(PARTS)
-    failed = []
-    for name in names:
-        module_name = PARTS.get(name)
-        if module_name is None:
-            print(f"unknown benchmark {name!r}; known: {', '.join(PARTS)}", file=sys.stderr)
-            return 2
-        print(f"\n=== {name} ({module_name}) ===", flush=True)
-        try:
-            module = importlib.import_module(module_name)
-            rc = module.main()
-        except Exception as exc:  # one broken benchmark must not hide the others' figures
-            print(f"{name}: failed: {exc!r}", flush=True)
-            rc = 1
-        if rc:
-            failed.append(name)
-    if failed:
-        print(f"\nbenchmarks that failed to run: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    names = sys.argv[1:] if argv is None else argv
+    return run_parts(PARTS, names, _run_with_defaults)
+
+
+def _run_with_defaults(module: ModuleType) -> int:
+    result = module.main([])  # default settings: our argv names parts, not their options
+    return result if isinstance(result, int) else 0  # bench_push returns its figures
 
 
 if __name__ == "__main__":
