@@ -1,4 +1,4 @@
-"""Provider faults and crash/restart, through the whole service (issue 6, H9's part).
+"""Provider faults and crash/restart, through the whole service (the hardening battery).
 
 `python -m load.faults providers [--quick]` runs it; tests/hardening/ run single faults.
 

@@ -84,7 +84,7 @@ class Store(Protocol):
 
 
 # =====================================================================================
-# Implementations (H3). Everything below the Protocol may change; its signatures may not.
+# Implementations. Everything below the Protocol may change; its signatures may not.
 # =====================================================================================
 
 

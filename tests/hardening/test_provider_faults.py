@@ -129,7 +129,7 @@ async def test_a_burst_behind_a_refused_certificate_fails_at_once(nursery: trio.
 def test_a_call_id_that_is_no_field_value_is_not_sent_as_collapse_id(
     call_id: str, sent: bool
 ) -> None:
-    """RFC 9113 §8.2.1: APNs ends the whole connection over such a header (found by H8)."""
+    """RFC 9113 §8.2.1: APNs ends the whole connection over such a header."""
     from pusher_trio.providers import apns
     from pusher_trio.providers.http import HttpRequest
 
