@@ -18,10 +18,10 @@ whose CSeq method is REGISTER (a cheap look at the first bytes and the CSeq line
 spares the full parse for other traffic). Parsing is lazy: a REGISTER is kept
 as bytes (keyed by the Call-ID and CSeq read off its header lines) and parsed by
 the table only when its 2xx arrives; a response is classified from its status
-line, Call-ID and CSeq without the parser. Unusual layouts (LF-only line ends,
-folded lines) take the full parser instead. The table's events update the store
-(in memory at once, on disk in batches by the store's writer thread) and are
-handed to the callbacks.
+line, Call-ID and CSeq without the parser (`sip.peek_request`, `sip.peek_response`,
+`sip.peek_cseq`). Unusual layouts (LF-only line ends, folded lines) take the full
+parser instead. The table's events update the store (in memory at once, on disk
+in batches by the store's writer thread) and are handed to the callbacks.
 
 `statistics()` keys: the COUNTERS below (datagrams by outcome: every datagram read
 ends in exactly one of dropped_not_allowed, dropped_auth, dropped_malformed,
@@ -44,7 +44,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -80,48 +79,7 @@ HEP_PAYLOAD_SIP = 1  # HEPv3 chunk 11 value for SIP
 _ALLOW_CACHE_MAX = 4096
 _LOG_INTERVAL = 10.0  # seconds between two logs of unexpected errors
 
-# RFC 3261 §20.16 CSeq (no compact form) and §20.8 Call-ID (compact `i`); `\n` anchors
-# them to a line start. Used to classify responses without the full parser.
-_CSEQ = re.compile(rb"\n(?i:cseq)[ \t]*:[ \t]*(\d{1,10})[ \t]+([A-Za-z]+)[ \t]*\r")
-_CALL_ID = re.compile(rb"\n(?i:call-id|i)[ \t]*:[ \t]*([^\r\n]*)\r")
-_FOLD = re.compile(rb"\n[ \t]")  # RFC 3261 §7.3.1 continuation line (one regex: 3x two finds)
 _NO_MAPPING: Mapping[str, Any] = {}
-# RFC 3261 §25.1: Request-Line = Method SP Request-URI SP SIP-Version; a method is a token.
-# Enough of it to tell another request (INVITE, OPTIONS: ignored) from junk (malformed).
-_REQUEST_START = re.compile(rb"[A-Za-z0-9.!%*_+`'~-]{1,32} [^ \r\n]")
-# RFC 5626 §4.4.1 keep-alives (CRLF CRLF), stray padding: ignored, not malformed.
-_BLANK = re.compile(rb"[\r\n\t \x00]*")
-
-
-def _call_id(payload: bytes, end: int) -> str | None:
-    """The Call-ID as sip.parse_message would read it, or None when the layout is unusual
-    (no CRLF CRLF, folded lines, no or an empty Call-ID): the caller then parses fully.
-    """
-    if end == len(payload) or _FOLD.search(payload, 0, end) is not None:
-        return None
-    m = _CALL_ID.search(payload, 0, end + 2)
-    if m is None:
-        return None
-    value = m.group(1).rstrip(b" \t")
-    return value.decode("utf-8", "replace") if value else None
-
-
-def _response_key(
-    payload: bytes, end: int, cseq: re.Match[bytes] | None
-) -> tuple[str, int, int] | None:
-    """(Call-ID, CSeq number, status) of a response, read the way sip.parse_message would.
-
-    None when the layout is unusual: the caller then uses the real parser.
-    """
-    if cseq is None or payload[11:12] != b" ":
-        return None
-    code = payload[8:11]
-    if not code.isdigit() or code[:1] == b"0":
-        return None
-    call_id = _call_id(payload, end)
-    if call_id is None:
-        return None
-    return call_id, int(cseq.group(1)), int(code)
 
 
 COUNTERS = (
@@ -350,16 +308,10 @@ class Sniffer:
         # Pre-filter: the first bytes say request or response, the CSeq line the method.
         if payload[:9] == b"REGISTER ":
             # Lazy: with require_2xx, keep the bytes; the table parses them if a 2xx comes.
-            end = payload.find(b"\r\n\r\n")
-            if end < 0:
-                end = len(payload)
-            cseq = _CSEQ.search(payload, 0, end + 2)
-            call_id = None
-            if table.require_2xx and cseq is not None and cseq.group(2) == b"REGISTER":
-                call_id = _call_id(payload, end)
-            if call_id is not None and cseq is not None:
+            peek = sip.peek_request(payload) if table.require_2xx else None
+            if peek is not None and peek[3] == "REGISTER":
                 stats["registers_lazy"] += 1
-                events = table.apply_register(payload, call_id, int(cseq.group(1)), now, {})
+                events = table.apply_register(payload, peek[1], peek[2], now, {})
             else:
                 message = sip.parse_message(payload)
                 stats["parsed"] += 1
@@ -367,29 +319,30 @@ class Sniffer:
                 events = table.apply(message, now, user_agents)
             stats["registers"] += 1
         elif payload[:8] == b"SIP/2.0 ":
-            end = payload.find(b"\r\n\r\n")
-            if end < 0:
-                end = len(payload)
-            cseq = _CSEQ.search(payload, 0, end + 2)
-            if cseq is not None and cseq.group(2) != b"REGISTER":
-                stats["ignored_not_register"] += 1
-                return
-            key = _response_key(payload, end, cseq)
-            if key is None:  # unusual layout: let the real parser decide
+            peek_response = sip.peek_response(payload)
+            if peek_response is not None:
+                status, call_id, number, method = peek_response
+                if method != "REGISTER":
+                    stats["ignored_not_register"] += 1
+                    return
+                stats["responses_fast"] += 1
+            else:
+                cseq = sip.peek_cseq(payload)
+                if cseq is not None and cseq[1] != "REGISTER":
+                    stats["ignored_not_register"] += 1
+                    return
+                # unusual layout: let the real parser decide
                 response = sip.parse_message(payload)
                 stats["parsed"] += 1
                 if not isinstance(response, sip.Response) or response.cseq[1] != "REGISTER":
                     stats["ignored_not_register"] += 1
                     return
-                key = (response.call_id, response.cseq[0], response.status_code)
-            else:
-                stats["responses_fast"] += 1
-            call_id, number, status = key
+                call_id, (number, _), status = response.call_id, response.cseq, response.status_code
             wanted = 200 <= status < 300 and table.is_pending(call_id, number)
             user_agents = self._user_agents() if wanted else _NO_MAPPING
             events = table.apply_response(call_id, number, status, now, user_agents)
             stats["responses"] += 1
-        elif _REQUEST_START.match(payload) is not None or _BLANK.fullmatch(payload) is not None:
+        elif sip.looks_like_request_or_keepalive(payload):
             stats["ignored_not_register"] += 1
             return
         else:

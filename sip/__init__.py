@@ -2,7 +2,9 @@
 
 Entry points: :func:`parse_message` (bytes -> :class:`Request` | :class:`Response`),
 :func:`parse_uri`, :func:`parse_name_addr`, :func:`parse_contacts`,
-:func:`decode_hep` / :func:`encode_hep`. No I/O, no clock, no threads.
+:func:`decode_hep` / :func:`encode_hep`; :func:`peek_request` / :func:`peek_response`
+/ :func:`peek_cseq` read Call-ID and CSeq without the parser (None when unsure).
+No I/O, no clock, no threads.
 
 Errors. Parsers raise :class:`SipParseError` (``HepParseError`` for HEP) and nothing
 else; ``load/fuzz.py`` checks that promise. ``parse_message`` checks the start line,
@@ -41,6 +43,7 @@ from .message import (
     Response,
     parse_message,
 )
+from .peek import looks_like_request_or_keepalive, peek_cseq, peek_request, peek_response
 from .uri import SipUri, parse_uri, percent_decode, unquote_param
 
 __all__ = [
@@ -62,10 +65,14 @@ __all__ = [
     "encode_hep",
     "header_key",
     "hep_sip_fields",
+    "looks_like_request_or_keepalive",
     "parse_contacts",
     "parse_message",
     "parse_name_addr",
     "parse_uri",
+    "peek_cseq",
+    "peek_request",
+    "peek_response",
     "percent_decode",
     "unquote_param",
 ]

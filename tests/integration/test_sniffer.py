@@ -255,7 +255,7 @@ def test_parse_listen_rejects(spec: str) -> None:
         parse_listen(spec)
 
 
-# --- the response fast path agrees with the parser ------------------------------------
+# --- unusual layouts still register (agreement of sip.peek_*: tests/unit/sip/test_sip_peek.py)
 
 FAST_CASES = [
     response(200),
@@ -268,19 +268,6 @@ FAST_CASES = [
     response(200).replace(b"Content-Length: 0", b"Content-Length: 22\r\nContent-Type: x")
     + b"\r\nCall-ID: in-the-body",
 ]
-
-
-@pytest.mark.parametrize("payload", FAST_CASES)
-def test_response_fast_path_agrees_with_the_parser(payload: bytes) -> None:
-    from pusher_trio.sniffer import _CSEQ, _response_key
-
-    message = sip.parse_message(payload)
-    assert isinstance(message, sip.Response)
-    end = payload.find(b"\r\n\r\n")
-    end = len(payload) if end < 0 else end
-    key = _response_key(payload, end, _CSEQ.search(payload, 0, end + 2))
-    if key is not None:
-        assert key == (message.call_id, message.cseq[0], message.status_code)
 
 
 @pytest.mark.parametrize("payload", FAST_CASES[2:7])
