@@ -31,13 +31,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,6 +46,7 @@ import trio
 from load.certs import LOCAL_NAMES, Authority
 from load.fake_apns import FakeApns
 from load.fake_fcm import FakeFcm
+from load.serve import ServeProcess
 from load.standin_common import Answer, Drop, Freeze, GoAway, Reset, Stall
 from pusher_trio.app import Running, run
 from pusher_trio.config import (
@@ -864,83 +862,14 @@ format = "json"
 """
 
 
-class Daemon:
-    """`pusher-trio serve` in a subprocess; reads its JSON log on stderr (bounded waits)."""
+class Daemon(ServeProcess):
+    """`pusher-trio serve` in a subprocess on `folder`, with the battery's configuration."""
 
     def __init__(self, folder: Path) -> None:
         config = folder / "pusher.toml"
         if not config.exists():
             config.write_text(SERVE_CONFIG)
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pusher_trio", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(folder),
-        )
-        self.lines: list[dict[str, Any]] = []
-        self.running = self.wait_for("pusher-trio running")
-        self.startup = time.monotonic() - self.started
-        # Keep reading stderr: a full pipe would block the daemon's logging.
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
-        self._drain.start()
-
-    def _read_rest(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            if len(self.lines) < 10_000:
-                self.lines.append({"msg": raw.strip()})
-
-    def wait_for(self, message: str, timeout: float = 15.0) -> dict[str, Any]:
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            raw = self.proc.stderr.readline()
-            if not raw:
-                break
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                line = {"msg": raw.strip()}
-            self.lines.append(line)
-            if str(line.get("msg", "")).startswith(message):
-                return dict(line)
-        self.kill()
-        raise RuntimeError(f"daemon: no log line {message!r}; last lines {self.lines[-5:]}")
-
-    @property
-    def sniffer(self) -> tuple[str, int]:
-        host, port = str(self.running["sniffer"]).split()[0].rsplit(":", 1)
-        return host, int(port)
-
-    @property
-    def tcp(self) -> str:
-        return str(self.running["tcp"])
-
-    def _close(self) -> None:
-        drain = getattr(self, "_drain", None)
-        if drain is not None:
-            drain.join(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._close()
-
-    def terminate(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return -9
-        self._close()
-        return code
+        super().__init__(config)
 
 
 def register_pair(

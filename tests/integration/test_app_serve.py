@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from load.serve import ServeProcess
 from pusher_trio.control import jsonrpc
 from pusher_trio.control.client import open_control
 from pusher_trio.demo import Mirror, Phone
@@ -36,58 +35,6 @@ format = "json"
 """
 
 
-class Daemon:
-    """A `pusher-trio serve` subprocess and its JSON log lines."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pusher_trio", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(config.parent),
-        )
-        self.lines: list[dict[str, Any]] = []
-        self.running = self.wait_for("pusher-trio running")
-
-    def wait_for(self, message: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Read stderr until a JSON line with that msg (blocking, bounded)."""
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        for line in self.lines:
-            if line.get("msg", "").startswith(message):
-                return line
-        while time.monotonic() < deadline:
-            raw = self.proc.stderr.readline()
-            if not raw:
-                break
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                line = {"msg": raw.strip()}
-            self.lines.append(line)
-            if str(line.get("msg", "")).startswith(message):
-                return line
-        raise AssertionError(f"no log line {message!r}; got {self.lines}")
-
-    @property
-    def sniffer(self) -> tuple[str, int]:
-        host, port = self.running["sniffer"].rsplit(":", 1)
-        return host, int(port)
-
-    @property
-    def socket(self) -> str:
-        return str(self.running["control"])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 @pytest.fixture
 def daemon_config(tmp_path: Path) -> Path:
     config = tmp_path / "pusher.toml"
@@ -96,12 +43,12 @@ def daemon_config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon(daemon_config: Path) -> Iterator[Daemon]:
-    d = Daemon(daemon_config)
+def daemon(daemon_config: Path) -> Iterator[ServeProcess]:
+    d = ServeProcess(daemon_config, timeout=10.0)
     try:
         yield d
     finally:
-        d.stop()
+        d.kill()
 
 
 def stalling_listener() -> Any:
@@ -130,7 +77,7 @@ async def test_serve_with_a_bad_config_exits_2_naming_key_and_file(tmp_path: Pat
     assert f"{config}: sniffer.require_2xx" in err
 
 
-async def test_sigterm_answers_waiting_calls_shutting_down_and_exits_0(daemon: Daemon) -> None:
+async def test_sigterm_answers_waiting_calls_shutting_down_and_exits_0(daemon: ServeProcess) -> None:
     from load.certs import Authority
 
     stall = stalling_listener()
@@ -183,7 +130,7 @@ async def test_sigterm_answers_waiting_calls_shutting_down_and_exits_0(daemon: D
 
 
 async def test_sighup_reloads_and_a_bad_file_keeps_the_old_one(
-    daemon: Daemon, daemon_config: Path
+    daemon: ServeProcess, daemon_config: Path
 ) -> None:
     with trio.fail_after(20):
         await trio.Path(daemon_config).write_text(CONFIG.format(wait_timeout=0.3))
