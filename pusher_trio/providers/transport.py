@@ -87,6 +87,10 @@ BARREN_BACKOFF_CAP = 4.0
 # load on a provider; with 30 s, pushes still failed "backing off" up to 30 s after the
 # provider came back from an outage (load/faults_providers.py, outage-apple).
 CONNECT_BACKOFF_CAP = 5.0
+# A backoff that ends less than this before the caller's deadline leaves no time for a
+# TCP + TLS handshake and one request: fail at once (RetryLater) instead of sleeping
+# until the deadline cuts the attempt short ("the push did not complete").
+CONNECT_ATTEMPT_MARGIN = 0.5
 
 
 class TransportError(Exception):
@@ -839,7 +843,7 @@ class Pool:
             now = trio.current_time()
             delay = self._next_attempt - now
             if delay > 0:
-                if now + delay >= trio.current_effective_deadline():
+                if now + delay + CONNECT_ATTEMPT_MARGIN >= trio.current_effective_deadline():
                     raise self._failed(f"backing off after {self._failures} failed connects")
                 await trio.sleep(delay)
             connection = Connection(
