@@ -39,11 +39,11 @@ from typing import Any
 
 import trio
 
-from load.certs import Authority
 from pusher_trio.model import App, AppleCertAuth, Delivered, Device, PushMessage
 from pusher_trio.providers import Providers
 from pusher_trio.providers.http import HttpRequest
 from pusher_trio.providers.transport import Origin, Pool, make_ssl_context
+from pusher_trio.standins.certs import Authority
 
 TOKEN = "0123456789abcdef" * 4
 TOPIC = "com.example.bench"

@@ -1707,9 +1707,14 @@ async def _cli(args: list[str], outputs: list[str], folder: Path) -> tuple[int, 
 
 
 async def check_secrets(report: Report, folder: Path, *, fmt: str = "text") -> None:
-    from load.certs import Authority, make_p8, make_service_account, service_account_json
-    from load.fake_apns import FakeApns
-    from load.fake_fcm import FakeFcm
+    from pusher_trio.standins.certs import (
+        Authority,
+        make_p8,
+        make_service_account,
+        service_account_json,
+    )
+    from pusher_trio.standins.fake_apns import FakeApns
+    from pusher_trio.standins.fake_fcm import FakeFcm
 
     await trio.Path(folder).mkdir(parents=True, exist_ok=True)
     authority = Authority()
@@ -2005,9 +2010,9 @@ async def check_header_values(
 ) -> None:
     """Pushes whose Call-ID is no valid HTTP/2 header value, next to ordinary pushes, through
     the real provider pool to the APNs stand-in: the pool must keep its one connection."""
-    from load.certs import Authority
-    from load.fake_apns import FakeApns
     from pusher_trio.providers import load_apple_cert
+    from pusher_trio.standins.certs import Authority
+    from pusher_trio.standins.fake_apns import FakeApns
 
     await trio.Path(folder).mkdir(parents=True, exist_ok=True)
     authority = Authority()

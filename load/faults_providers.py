@@ -43,11 +43,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from load.certs import LOCAL_NAMES, Authority
-from load.fake_apns import FakeApns
-from load.fake_fcm import FakeFcm
 from load.serve import ServeProcess
-from load.standin_common import Answer, Drop, Freeze, GoAway, Reset, Stall
 from pusher_trio.app import Running, run
 from pusher_trio.config import (
     Config,
@@ -61,6 +57,10 @@ from pusher_trio.control import jsonrpc
 from pusher_trio.control.client import ControlClient, ControlConnectionLost, open_control
 from pusher_trio.model import App, AppleCertAuth
 from pusher_trio.providers import load_service_account
+from pusher_trio.standins.certs import LOCAL_NAMES, Authority
+from pusher_trio.standins.common import Answer, Drop, Freeze, GoAway, Reset, Stall
+from pusher_trio.standins.fake_apns import FakeApns
+from pusher_trio.standins.fake_fcm import FakeFcm
 from pusher_trio.store import unstructure_app
 
 PushType = Literal["alert", "voip"]

@@ -520,8 +520,8 @@ async def _park(
 
 
 async def wake_storm(workdir: Path, phones: int, rate: float, background: int) -> None:
-    from load.certs import Authority
-    from load.fake_apns import FakeApns
+    from pusher_trio.standins.certs import Authority
+    from pusher_trio.standins.fake_apns import FakeApns
 
     rows = []
     farm: PhoneFarm | None = None
@@ -597,8 +597,8 @@ async def wake_storm(workdir: Path, phones: int, rate: float, background: int) -
 
 
 async def parked_calls(workdir: Path, count: int) -> None:
-    from load.certs import Authority
-    from load.fake_apns import FakeApns
+    from pusher_trio.standins.certs import Authority
+    from pusher_trio.standins.fake_apns import FakeApns
 
     apns = FakeApns(authority=Authority(), topics={BUNDLE})
     async with trio.open_nursery() as nursery:

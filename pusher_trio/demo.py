@@ -1,8 +1,7 @@
 """`pusher-trio demo`: the whole flow on this machine, with nothing external.
 
-A sidecar (`app.run`) on a temporary state folder; the APNs and FCM stand-ins of
-the source checkout (`load/fake_apns.py`, `load/fake_fcm.py`) with throw-away
-credentials; apps added over the control socket; simulated phones that send
+A sidecar (`app.run`) on a temporary state folder; the APNs and FCM stand-ins
+shipped in the package (`pusher_trio.standins`) with throw-away credentials; apps added over the control socket; simulated phones that send
 their REGISTER and its 200 OK as HEPv3 copies, go to sleep (expires=0), get
 pushed and register again; a simulated Kamailio that calls `push` over TCP (as
 janssonrpcc does). It prints a timeline with the milliseconds of each step.
@@ -10,7 +9,6 @@ janssonrpcc does). It prints a timeline with the milliseconds of each step.
 
 from __future__ import annotations
 
-import importlib
 import json
 import secrets
 import socket
@@ -49,14 +47,6 @@ WAKE_DELAY = 0.02  # the phone app needs a moment to start and register (20 ms)
 
 class DemoError(Exception):
     """A step of the demo failed; the message is the one line to show."""
-
-
-def checkout_root() -> Path | None:
-    """The source checkout holding `load/` next to the `pusher_trio` package, if any."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "load" / "fake_apns.py").is_file() and (root / "load" / "__init__.py").is_file():
-        return root
-    return None
 
 
 def local_config(folder: Path, *, tcp: str = "127.0.0.1:0", **push: Any) -> Config:
@@ -308,15 +298,14 @@ async def _call(
 
 
 async def _start_standins(nursery: trio.Nursery, tmp: Path, fcm: bool) -> tuple[str, list[Standin]]:
-    """Start the stand-ins of load/ with throw-away credentials; (CA file, stand-ins).
+    """Start the packaged stand-ins with throw-away credentials; (CA file, stand-ins).
 
     The apps are built with the same credential checks as `pusher-trio add-*-app`.
     """
     from . import providers
     from .model import App
+    from .standins import certs, fake_apns, fake_fcm
 
-    certs: Any = importlib.import_module("load.certs")
-    fake_apns: Any = importlib.import_module("load.fake_apns")
     authority = certs.Authority()  # one CA for both stand-ins: one [push] ca_file
     ca_file = str(authority.write_ca(tmp / "ca.pem"))
     standins: list[Standin] = []
@@ -336,7 +325,6 @@ async def _start_standins(nursery: trio.Nursery, tmp: Path, fcm: bool) -> tuple[
     app = App(IOS_BUNDLE, "apple", auth, host=f"127.0.0.1:{port}", push_type="voip")
     standins.append(Standin("APNs", port, app, delivered))
     if fcm:
-        fake_fcm: Any = importlib.import_module("load.fake_fcm")
         hook, delivered = feed()
         server = fake_fcm.FakeFcm(authority=authority, on_delivered=hook)
         port = await nursery.start(server.serve)
@@ -441,24 +429,6 @@ def _single(exc: BaseException) -> BaseException:
 def main(*, fcm: bool = True, out: TextIO | None = None, json_lines: bool = False) -> int:
     """Entry point of `pusher-trio demo`; returns the exit code."""
     stream = out if out is not None else sys.stdout
-    root = checkout_root()
-    if root is None:
-        sys.stderr.write(
-            "pusher-trio: error: the demo needs a source checkout (its load/ folder holds the"
-            " APNs/FCM stand-ins); run it from a git clone of pusher-trio\n"
-        )
-        return 2
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:  # the stand-ins use only the package's own dependencies (h2, cryptography, ...)
-        for module in ("load.certs", "load.fake_apns", "load.fake_fcm"):
-            importlib.import_module(module)
-    except ImportError as exc:
-        sys.stderr.write(
-            f"pusher-trio: error: the demo's stand-ins need {exc.name or 'a missing module'},"
-            " a dependency of pusher-trio: reinstall it (pip install -e .)\n"
-        )
-        return 2
     from .logs import reset_logging, setup_logging
 
     setup_logging("error", "text")  # the timeline is the output; only errors besides it

@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from load.certs import Authority
-from load.fake_apns import Answer, FakeApns
-from load.fake_fcm import FakeFcm
 from pusher_trio.control.client import open_control
+from pusher_trio.standins.certs import Authority
+from pusher_trio.standins.fake_apns import Answer, FakeApns
+from pusher_trio.standins.fake_fcm import FakeFcm
 from tests.e2e.harness import (
     Kamailio,
     Sidecar,

@@ -13,12 +13,12 @@ import pytest
 import trio
 
 from load import faults_providers
-from load.certs import Authority
-from load.fake_apns import FakeApns
-from load.standin_common import Freeze
 from pusher_trio.model import App, AppleCertAuth, Delivered, Device, PushMessage
 from pusher_trio.providers import Providers
 from pusher_trio.providers.transport import SILENCE_PROBE
+from pusher_trio.standins.certs import Authority
+from pusher_trio.standins.common import Freeze
+from pusher_trio.standins.fake_apns import FakeApns
 
 
 @pytest.mark.parametrize("name", list(faults_providers.FAULTS))

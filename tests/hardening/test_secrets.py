@@ -20,7 +20,7 @@ async def test_no_secret_reaches_logs_output_or_errors(tmp_path: Path) -> None:
 
 
 def test_needles_find_a_rewrapped_key_body() -> None:
-    from load.certs import make_p8
+    from pusher_trio.standins.certs import make_p8
 
     p8, _ = make_p8()
     needles = faults.secret_needles(p8)

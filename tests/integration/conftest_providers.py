@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 import time
 
-from load.fake_apns import FakeApns
-from load.fake_fcm import FakeFcm
 from pusher_trio.model import App, AppleCertAuth, AppleTokenAuth, Device, FirebaseAuth, PushType
+from pusher_trio.standins.fake_apns import FakeApns
+from pusher_trio.standins.fake_fcm import FakeFcm
 
 BUNDLE = "com.example.phone"
 

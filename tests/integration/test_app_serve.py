@@ -78,7 +78,7 @@ async def test_serve_with_a_bad_config_exits_2_naming_key_and_file(tmp_path: Pat
 
 
 async def test_sigterm_answers_waiting_calls_shutting_down_and_exits_0(daemon: ServeProcess) -> None:
-    from load.certs import Authority
+    from pusher_trio.standins.certs import Authority
 
     stall = stalling_listener()
     try:

@@ -13,16 +13,16 @@ import attrs
 import pytest
 import trio
 
-from load.certs import Authority
-from load.fake_apns import FakeApns
-from load.fake_fcm import FakeFcm
-from load.standin_common import Answer, Stall
 from pusher_trio.app import Running, run
 from pusher_trio.control import jsonrpc
 from pusher_trio.control.client import ControlClient, open_control
 from pusher_trio.demo import Mirror, Phone, local_config
 from pusher_trio.model import App
 from pusher_trio.providers import load_apple_cert, load_service_account
+from pusher_trio.standins.certs import Authority
+from pusher_trio.standins.common import Answer, Stall
+from pusher_trio.standins.fake_apns import FakeApns
+from pusher_trio.standins.fake_fcm import FakeFcm
 from pusher_trio.store import unstructure_app
 
 BUNDLE = "org.example.phone"

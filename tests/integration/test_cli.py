@@ -13,10 +13,16 @@ import attrs
 import pytest
 import trio
 
-from load.certs import Authority, make_p8, make_service_account, random_id, service_account_json
 from pusher_trio.app import Running, run
 from pusher_trio.config import load_config
 from pusher_trio.demo import Mirror, Phone
+from pusher_trio.standins.certs import (
+    Authority,
+    make_p8,
+    make_service_account,
+    random_id,
+    service_account_json,
+)
 from tests.integration.test_app import ScriptedPusher
 
 BUNDLE = "org.example.phone"

@@ -7,9 +7,9 @@ import json
 import trio
 import trio.lowlevel
 
-from load.fake_apns import Answer, Drop, FakeApns, Reset, Stall
 from pusher_trio.model import AuthFailed, Delivered, PushMessage, Rejected, RetryLater, TokenInvalid
 from pusher_trio.providers import Providers
+from pusher_trio.standins.fake_apns import Answer, Drop, FakeApns, Reset, Stall
 from tests.integration.conftest_providers import (
     BUNDLE,
     Clock,
@@ -377,7 +377,7 @@ async def test_payload_too_large_is_refused_before_sending(nursery: trio.Nursery
 
 
 def test_payload_json_is_recorded() -> None:
-    from load.standin_common import Received
+    from pusher_trio.standins.common import Received
 
     record = Received("t", "/3/device/t", {}, json.dumps({"a": 1}).encode(), "200", 1, 1, 0.0, True)
     assert record.payload() == {"a": 1} and record.delivered

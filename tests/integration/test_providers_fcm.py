@@ -7,8 +7,6 @@ import json
 import attrs
 import trio
 
-from load.certs import make_service_account
-from load.fake_fcm import Answer, FakeFcm
 from pusher_trio.model import (
     AuthFailed,
     Delivered,
@@ -19,6 +17,8 @@ from pusher_trio.model import (
     TokenInvalid,
 )
 from pusher_trio.providers import Providers
+from pusher_trio.standins.certs import make_service_account
+from pusher_trio.standins.fake_fcm import Answer, FakeFcm
 from tests.integration.conftest_providers import expires, fcm_app, fcm_device
 
 MESSAGE = PushMessage(call_id="call-9", caller_number="100", caller_name="Alice")

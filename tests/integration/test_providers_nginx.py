@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from load.bench_push import TOKEN, nginx
-from load.certs import Authority
 from pusher_trio.providers.http import HttpRequest
 from pusher_trio.providers.transport import Origin, Pool, make_ssl_context
+from pusher_trio.standins.certs import Authority
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None

@@ -10,12 +10,12 @@ import jwt
 import pytest
 import trio
 
-from load.certs import make_p8
-from load.fake_apns import FakeApns
-from load.fake_fcm import FakeFcm
 from pusher_trio.providers.apns import load_signing_key, make_provider_token
 from pusher_trio.providers.http import HttpRequest, HttpResponse
 from pusher_trio.providers.transport import Origin, Pool, make_ssl_context
+from pusher_trio.standins.certs import make_p8
+from pusher_trio.standins.fake_apns import FakeApns
+from pusher_trio.standins.fake_fcm import FakeFcm
 
 TOKEN = "ab" * 32
 GOOD = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import attrs
 import trio
 
-from load.fake_apns import FakeApns, Freeze
 from pusher_trio.model import AuthFailed, Delivered, PushMessage
 from pusher_trio.providers import Providers
+from pusher_trio.standins.fake_apns import FakeApns, Freeze
 from tests.integration.conftest_providers import (
     apple_device,
     apple_token,

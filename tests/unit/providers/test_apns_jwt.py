@@ -6,7 +6,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from load.certs import make_p8
 from pusher_trio.model import AppleTokenAuth
 from pusher_trio.providers.apns import (
     TOKEN_MIN_INTERVAL,
@@ -14,6 +13,7 @@ from pusher_trio.providers.apns import (
     ProviderTokenCache,
     load_signing_key,
 )
+from pusher_trio.standins.certs import make_p8
 
 T0 = 1_800_000_000.0
 

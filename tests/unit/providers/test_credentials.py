@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from load.certs import Authority, make_p8, make_service_account
 from pusher_trio.providers.credentials import (
     CredentialError,
     load_apple_cert,
     load_apple_token_key,
     load_service_account,
 )
+from pusher_trio.standins.certs import Authority, make_p8, make_service_account
 
 NOW = datetime.datetime.now(datetime.UTC)
 

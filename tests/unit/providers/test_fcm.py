@@ -9,7 +9,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from load.certs import make_service_account
 from pusher_trio.model import (
     App,
     AuthFailed,
@@ -23,6 +22,7 @@ from pusher_trio.model import (
 )
 from pusher_trio.providers import fcm
 from pusher_trio.providers.http import HttpRequest
+from pusher_trio.standins.certs import make_service_account
 
 NOW = 1_800_000_000.0
 

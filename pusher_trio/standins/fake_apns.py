@@ -16,9 +16,9 @@ topic's bundle id, or a bearer JWT: ES256, `kid` of a registered key, signature,
 its team, `iat` not in the future and not older than an hour (`ExpiredProviderToken`),
 and a connection's token not changed within 20 minutes (`TooManyProviderTokenUpdates`).
 Errors are Apple's status with `{"reason": ...}` (410 adds `timestamp`); 200 echoes
-`apns-id`. Faults are scripted with `load.standin_common` (`script`, `goaway_after`).
+`apns-id`. Faults are scripted with `pusher_trio.standins.common` (`script`, `goaway_after`).
 
-Runnable alone: `python -m load.fake_apns --port 0 --topic com.example.app` writes a CA,
+Runnable alone: `python -m pusher_trio.standins.fake_apns --port 0 --topic com.example.app` writes a CA,
 a client certificate and a .p8 key to a folder and prints one JSON line with the port
 and the paths.
 """
@@ -39,8 +39,8 @@ import jwt
 import trio
 from cryptography.hazmat.primitives import serialization
 
-from load.certs import make_p8, random_id
-from load.standin_common import (
+from pusher_trio.standins.certs import make_p8, random_id
+from pusher_trio.standins.common import (
     Action,
     Answer,
     ConnectionInfo,
@@ -139,7 +139,7 @@ class FakeApns(StandIn):
     # --- credentials --------------------------------------------------------------------
 
     def add_signing_key(self, key_id: str, team_id: str, public_pem: str) -> None:
-        """Accept provider tokens signed by this key (`load.certs.make_p8()[1]`)."""
+        """Accept provider tokens signed by this key (`pusher_trio.standins.certs.make_p8()[1]`)."""
         self._keys[key_id] = (team_id, serialization.load_pem_public_key(public_pem.encode()))
 
     def new_signing_key(self, team_id: str | None = None) -> tuple[str, str, str]:

@@ -13,7 +13,7 @@ request the way Apple or Google would and returns a `Reply`. Around it this modu
   `async def`; both run as a task in the server's nursery after the 200 went out, so a
   slow hook never delays the answer;
 * trusts: `server.ca_file` (a PEM file, made on first use) or `server.ca_pem` bytes;
-  pass one `authority=load.certs.Authority()` to several stand-ins for one CA file;
+  pass one `authority=pusher_trio.standins.certs.Authority()` to several stand-ins for one CA file;
 * `latency=` delays every answer (keeps streams in flight), `max_concurrent_streams=`
   sets SETTINGS_MAX_CONCURRENT_STREAMS, `clock=` is the server's time (JWT ages),
   `await server.wait_open_connections(n)` waits for the client side to connect/close;
@@ -57,7 +57,7 @@ import h2.exceptions
 import h2.settings
 import trio
 
-from load.certs import Authority
+from pusher_trio.standins.certs import Authority
 
 log = logging.getLogger("load.standin")
 

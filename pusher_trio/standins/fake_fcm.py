@@ -21,9 +21,9 @@ a JSON `message` with a `token`, `data` of string values only, `android.priority
 HIGH/NORMAL, `android.ttl` like "30s", ≤ 4096 bytes of data (else 400 INVALID_ARGUMENT
 with a BadRequest fieldViolation). 200 answers `{"name": "projects/p/messages/0:N"}`.
 Errors use Google's JSON with an FcmError `errorCode`. Faults are scripted with
-`load.standin_common` (`script(Answer(404, "UNREGISTERED"), token=...)`, ...).
+`pusher_trio.standins.common` (`script(Answer(404, "UNREGISTERED"), token=...)`, ...).
 
-Runnable alone: `python -m load.fake_fcm --port 0` writes a CA and a service account to
+Runnable alone: `python -m pusher_trio.standins.fake_fcm --port 0` writes a CA and a service account to
 a folder and prints one JSON line with the port, base URL and the paths.
 """
 
@@ -43,8 +43,8 @@ import jwt
 import trio
 from cryptography.hazmat.primitives import serialization
 
-from load.certs import make_service_account
-from load.standin_common import (
+from pusher_trio.standins.certs import make_service_account
+from pusher_trio.standins.common import (
     Action,
     Answer,
     Delay,
