@@ -1,6 +1,8 @@
 """`nox -s bench`: every benchmark in one run. Prints figures; asserts nothing about speed.
 
-`python -m load.bench [sip|push|sniffer ...]` runs the named parts only.
+`python -m load.bench [sip|push|service|sniffer ...]` runs the named parts only.
+`service` is the figure a deployment sees (pushes through the running sidecar's control
+socket); `push` measures the provider layer in-process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from load.parts import run_parts
 PARTS = {
     "sip": "load.bench_sip",
     "push": "load.bench_push",
+    "service": "load.bench_service",
     "sniffer": "load.bench_sniffer",
 }
 

@@ -73,7 +73,7 @@ http {{
         keepalive_requests {keepalive_requests};
         keepalive_timeout 600s;
         http2_max_requests {keepalive_requests};
-        http2_max_concurrent_streams 1000;
+        http2_max_concurrent_streams {max_streams};
         location /3/device/ {{
             add_header apns-id $http_apns_id always;
             return 200 "";
@@ -90,10 +90,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def nginx(authority: Authority, keepalive_requests: int = 10_000_000) -> Iterator[tuple[int, str]]:
+def nginx(
+    authority: Authority, keepalive_requests: int = 10_000_000, max_streams: int = 1000
+) -> Iterator[tuple[int, str]]:
     """Start our own nginx on a free loopback port; yields (port, CA file).
 
-    `keepalive_requests`: streams per connection before nginx sends GOAWAY.
+    `keepalive_requests`: streams per connection before nginx sends GOAWAY;
+    `max_streams`: SETTINGS_MAX_CONCURRENT_STREAMS (nginx's own default is 128).
     """
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
@@ -105,7 +108,12 @@ def nginx(authority: Authority, keepalive_requests: int = 10_000_000) -> Iterato
         for attempt in range(5):
             port = free_port()
             conf.write_text(
-                NGINX_CONF.format(tmp=tmp, port=port, keepalive_requests=keepalive_requests)
+                NGINX_CONF.format(
+                    tmp=tmp,
+                    port=port,
+                    keepalive_requests=keepalive_requests,
+                    max_streams=max_streams,
+                )
             )
             process = subprocess.Popen(
                 [binary, "-c", str(conf), "-p", tmp, "-e", f"{tmp}/error.log"],

@@ -34,7 +34,7 @@ import attrs
 import trio
 
 from .config import Config, ConfigError, load_config
-from .logs import get_logger, setup_logging
+from .logs import FLUSH_INTERVAL, flush_logs, get_logger, setup_logging
 from .metrics import MetricsServer
 from .registrations import RegistrationTable
 
@@ -151,7 +151,7 @@ async def run(
     from .waiters import Waiters
 
     if manage_logging:
-        setup_logging(config.log.level, config.log.format)
+        setup_logging(config.log.level, config.log.format, batched=True)
     _prepare_dirs(config)
     source = config.source or "<defaults>"
     try:
@@ -162,6 +162,8 @@ async def run(
     running = Running(config=config, store=store)
     try:
         async with trio.open_nursery() as root:
+            if manage_logging:
+                root.start_soon(_flush_logs_every, FLUSH_INTERVAL)
             listeners = _Listeners(root)
             providers, close_providers = await _open_providers(root, config, pusher)
             running.providers = providers
@@ -301,6 +303,14 @@ async def run(
             except Exception as exc:
                 log.error("store flush failed at shutdown", extra={"fields": {"error": str(exc)}})
         store.close()
+        flush_logs()
+
+
+async def _flush_logs_every(interval: float) -> None:
+    """The batched log lines of a quiet moment go out within `interval` (logs.BatchingHandler)."""
+    while True:
+        await trio.sleep(interval)
+        flush_logs()
 
 
 def _find(group: BaseExceptionGroup[Any], kind: type[ConfigError]) -> ConfigError | None:
@@ -482,7 +492,7 @@ class _Reloader:
                 log.error(f"reload failed, keeping the running configuration: {exc}")
                 return False
         if self.manage_logging and new.log != old.log:
-            setup_logging(new.log.level, new.log.format)
+            setup_logging(new.log.level, new.log.format, batched=True)
         if new.push != old.push:
             self._apply_push(new)
         self.table.require_2xx = new.sniffer.require_2xx  # the table reads it per message

@@ -3,7 +3,10 @@
 The I/O shell around `jsonrpc` (pure). One reader task per connection feeds
 a `NetstringDecoder`; each request runs in its own task in the connection's
 nursery, so one connection carries many requests at once and replies go out
-in any order, each written whole under the connection's send lock.
+in any order, each written whole. Replies that are ready together go out in one
+write: the first task to reply writes what has queued up by then (`_send`), the
+others wait until their reply is written, so a client that stops reading still
+holds its requests (and stops being read) instead of growing a queue.
 
 Failure is per connection: broken framing or a message over 64 KiB gets one
 error reply with `id: null` and that connection is closed; a peer that goes
@@ -65,13 +68,15 @@ def parse_tcp(tcp: str | tuple[str, int]) -> tuple[str, int]:
 
 
 class _Connection:
-    __slots__ = ("closing", "nursery", "send_lock", "stream")
+    __slots__ = ("batch_written", "closing", "nursery", "outbox", "stream", "writing")
 
     def __init__(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         self.stream = stream
         self.nursery = nursery
-        self.send_lock = trio.Lock()
         self.closing = False
+        self.outbox: list[bytes] = []  # replies not yet taken by a write
+        self.batch_written = trio.Event()  # set when the outbox's current batch is written
+        self.writing = False
 
 
 class ControlServer:
@@ -336,12 +341,33 @@ class ControlServer:
                 self._idle.set()
 
     async def _send(self, conn: _Connection, data: bytes) -> None:
+        """Queue `data` and return once it is written (or the connection is gone).
+
+        With no write under way, this task becomes the writer: it lets the other
+        ready tasks queue their replies (one checkpoint), then writes batches until
+        the outbox is empty. A reply costs one `send` system call per batch, not one each.
+        """
         if conn.closing:
             return
+        conn.outbox.append(data)
+        if conn.writing:
+            await conn.batch_written.wait()
+            return
+        conn.writing = True
         try:
-            async with conn.send_lock:
-                await conn.stream.send_all(data)
+            await trio.lowlevel.checkpoint()  # replies ready in this same tick join the batch
+            while conn.outbox and not conn.closing:
+                batch, conn.outbox = conn.outbox, []
+                written, conn.batch_written = conn.batch_written, trio.Event()
+                try:
+                    await conn.stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                finally:
+                    written.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._stats["write_failures"] += 1
             conn.closing = True
             conn.nursery.cancel_scope.cancel()
+        finally:
+            conn.writing = False
+            conn.batch_written.set()  # nobody waits for ever on a batch no one will write
+            conn.batch_written = trio.Event()
