@@ -170,6 +170,10 @@ def setup_logging(
             handler.flush()
             logger.removeHandler(handler)
     target = stream if stream is not None else sys.stderr
+    if batched:
+        # Our formatters print no process, thread or multiprocessing field: do not let each
+        # record look them up (a getpid() system call per line in `serve`).
+        logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     handler = BatchingHandler(target) if batched else logging.StreamHandler(target)
     setattr(handler, _HANDLER_ATTR, True)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
