@@ -83,6 +83,7 @@ class Kamailio:
     pkg_mb: int = 8
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    ctl_socket: str = ""  # "unix:PATH" when started with KAM_CTL_SOCKET (kamcmd -s)
 
     @property
     def pidfile(self) -> Path:
