@@ -1,6 +1,6 @@
 """`nox -s bench`: every benchmark in one run. Prints figures; asserts nothing about speed.
 
-`python -m load.bench [sip|push|sniffer ...]` runs the named parts only.
+`python -m load.bench [sip|push|sniffer|metrics ...]` runs the named parts only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ PARTS = {
     "sip": "load.bench_sip",
     "push": "load.bench_push",
     "sniffer": "load.bench_sniffer",
+    "metrics": "load.bench_metrics",
 }
 
 

@@ -35,7 +35,7 @@ import trio
 
 from .config import Config, ConfigError, load_config
 from .logs import get_logger, setup_logging
-from .metrics import MetricsServer
+from .metrics import MetricsServer, new_registry
 from .registrations import RegistrationTable
 
 log = get_logger("app")
@@ -62,6 +62,7 @@ class Running:
     store: Any = None
     waiters: Any = None
     providers: Any = None
+    registry: Any = None  # the prometheus_client CollectorRegistry /metrics serves
     _stop: trio.Event = attrs.field(factory=trio.Event)
     _reload: Callable[[Config | None], Any] | None = None
 
@@ -223,12 +224,17 @@ async def run(
             def statistics() -> dict[str, Any]:
                 return _status(service, running)
 
+            # Always measured (a few µs per push), exported while [metrics] listen is set.
+            registry, push_metrics = new_registry(statistics)
+            service.observers.append(push_metrics)
+            running.registry = registry
+
             async def serve_metrics(
                 cfg: Config, *, task_status: trio.TaskStatus[tuple[str, int]]
             ) -> None:
                 address = cfg.metrics.address
                 assert address is not None
-                await MetricsServer(address[0], address[1], statistics).serve(
+                await MetricsServer(address[0], address[1], registry).serve(
                     task_status=task_status
                 )
 
