@@ -144,7 +144,9 @@ class Storm:
     call_ids: dict[str, str] = attrs.field(factory=dict)  # call id -> result
 
 
-async def push_storm(world: World, *, waking: int, sleeping: int, dead: int = 1) -> Storm:
+async def push_storm(
+    world: World, *, waking: int, sleeping: int, dead: int = 1, prefix: str = ""
+) -> Storm:
     """Pushes at once: `waking` phones per provider that register on the push, `sleeping`
     iOS phones that never do (Timeout after 1 s), `dead` iOS tokens that answer 410, and
     one AOR nobody registered (NoPushTarget)."""
@@ -152,23 +154,23 @@ async def push_storm(world: World, *, waking: int, sleeping: int, dead: int = 1)
     calls: list[tuple[str, str, float]] = []  # (aor, call id, timeout)
     for i in range(waking):
         for make, provider in ((ios, "apple"), (android, "firebase")):
-            phone, token = make(f"wake-{provider}-{i}")
+            phone, token = make(f"{prefix}wake-{provider}-{i}")
             world.tokens.append(token)
             world.wake[token] = phone
             world.mirror.send(phone, phone.register(600))
-            calls.append((phone.aor, f"storm-{provider}-{i}@test", 5.0))
+            calls.append((phone.aor, f"{prefix}storm-{provider}-{i}@test", 5.0))
     for i in range(sleeping):
-        phone, token = ios(f"sleep-{i}")
+        phone, token = ios(f"{prefix}sleep-{i}")
         world.tokens.append(token)
         world.mirror.send(phone, phone.register(600))
-        calls.append((phone.aor, f"storm-sleep-{i}@test", 1.0))
+        calls.append((phone.aor, f"{prefix}storm-sleep-{i}@test", 1.0))
     for i in range(dead):
-        phone, token = ios(f"dead-{i}")
+        phone, token = ios(f"{prefix}dead-{i}")
         world.tokens.append(token)
         world.mirror.send(phone, phone.register(600))
         world.apns.unregister(token)
-        calls.append((phone.aor, f"storm-dead-{i}@test", 5.0))
-    calls.append(("nobody@example.com", "storm-nobody@test", 1.0))
+        calls.append((phone.aor, f"{prefix}storm-dead-{i}@test", 5.0))
+    calls.append((f"{prefix}nobody@example.com", f"{prefix}storm-nobody@test", 1.0))
     for aor, _, _ in calls[:-1]:
         await world.device(aor)
 
