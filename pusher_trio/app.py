@@ -63,6 +63,7 @@ class Running:
     waiters: Any = None
     providers: Any = None
     registry: Any = None  # the prometheus_client CollectorRegistry /metrics serves
+    hep: Any = None  # homer.HepCapture while [hep] capture is set
     _stop: trio.Event = attrs.field(factory=trio.Event)
     _reload: Callable[[Config | None], Any] | None = None
 
@@ -228,6 +229,13 @@ async def run(
             registry, push_metrics = new_registry(statistics)
             service.observers.append(push_metrics)
             running.registry = registry
+            try:
+                await _switch_hep(running, config)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot reach the HEP capture: {exc.strerror or exc}", file=source,
+                    key="hep.capture",
+                ) from None  # fmt: skip
 
             async def serve_metrics(
                 cfg: Config, *, task_status: trio.TaskStatus[tuple[str, int]]
@@ -307,6 +315,30 @@ async def run(
             except Exception as exc:
                 log.error("store flush failed at shutdown", extra={"fields": {"error": str(exc)}})
         store.close()
+        if running.hep is not None:
+            running.hep.close()
+
+
+async def _switch_hep(running: Running, config: Config) -> None:
+    """Start, replace or stop the HEP capture of `[hep]` (raises OSError: cannot resolve)."""
+    from .homer import HepCapture
+
+    new = None
+    if config.hep.address is not None:
+        new = HepCapture(config.hep.address, config.hep.capture_id)
+        await new.open()
+    old, running.hep = running.hep, new
+    observers = running.service.observers
+    if old is not None:
+        observers.remove(old)
+        old.close()
+    if new is not None:
+        observers.append(new)
+        running.service.add_stats_source("hep", lambda: _hep_statistics(running))
+
+
+def _hep_statistics(running: Running) -> dict[str, Any]:
+    return {"capture": "-"} if running.hep is None else dict(running.hep.statistics())
 
 
 def _find(group: BaseExceptionGroup[Any], kind: type[ConfigError]) -> ConfigError | None:
@@ -511,6 +543,12 @@ class _Reloader:
                     running.metrics = await self.listeners.start("metrics", self.serve_metrics, new)
                 except OSError as exc:
                     log.error(f"reload: metrics cannot listen: {exc.strerror or exc}")
+        if new.hep != old.hep:
+            try:
+                await _switch_hep(running, new)
+            except OSError as exc:
+                log.error(f"reload: HEP capture kept as it was: {exc.strerror or exc}")
+                new = attrs.evolve(new, hep=old.hep)
         for section in ("control", "store"):
             if getattr(new, section) != getattr(old, section):
                 log.warning(f"reload: [{section}] changes take effect at the next start")

@@ -219,6 +219,16 @@ def status_families(status: Mapping[str, Any]) -> list[Metric]:
     control = _mapping(status.get("control"))
     if control:
         gauge("pusher_control_connections", "Open control connections.", control.get("connections"))
+    hep = _mapping(status.get("hep"))
+    if hep:
+        family = CounterMetricFamily(
+            "pusher_hep_events",
+            "Push events for Homer ([hep] capture): sent, dropped (socket full), errors.",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "dropped", "errors"):
+            family.add_metric([outcome], _number(hep.get(outcome)) or 0.0)
+        out.append(family)
     out.extend(redis_families(_mapping(status.get("redis"))))
     return out
 
