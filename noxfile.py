@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, fuzz, bench, load, faults, demo.
+"""Sessions: tests, lint, typecheck, fuzz, bench, load, faults, demo, wheel_demo.
 
 `nox -s tests` is the whole suite (unit, property, integration, end to end).
 Benchmarks print figures and assert nothing about speed.
@@ -6,7 +6,10 @@ Benchmarks print figures and assert nothing about speed.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import tempfile
 
 import nox
 
@@ -77,3 +80,23 @@ def faults(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("pusher-trio", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON, reuse_venv=False)
+def wheel_demo(session: nox.Session) -> None:
+    """`pip install pusher-trio && pusher-trio demo`: build the wheel, install it into this
+    fresh environment and run the demo outside the checkout, so only what the wheel
+    ships can be imported (CI runs it)."""
+    outside = tempfile.mkdtemp(prefix="pusher-trio-wheel-")
+    try:
+        session.run("python", "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", outside, ".")
+        session.install(*glob.glob(os.path.join(outside, "pusher_trio-*.whl")))
+        session.chdir(outside)
+        session.run(
+            "python", "-c",
+            "import pusher_trio.standins, sys; p = pusher_trio.standins.__file__;"
+            " sys.exit(0 if 'site-packages' in p else f'imported from {p}, not the wheel')",
+        )  # fmt: skip
+        session.run("pusher-trio", "demo", *session.posargs)
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)

@@ -35,7 +35,7 @@ import trio
 
 from .config import Config, ConfigError, load_config
 from .logs import FLUSH_INTERVAL, flush_logs, get_logger, setup_logging
-from .metrics import MetricsServer
+from .metrics import MetricsServer, new_registry
 from .registrations import RegistrationTable
 
 log = get_logger("app")
@@ -62,6 +62,8 @@ class Running:
     store: Any = None
     waiters: Any = None
     providers: Any = None
+    registry: Any = None  # the prometheus_client CollectorRegistry /metrics serves
+    hep: Any = None  # homer.HepCapture while [hep] capture is set
     _stop: trio.Event = attrs.field(factory=trio.Event)
     _reload: Callable[[Config | None], Any] | None = None
 
@@ -225,12 +227,24 @@ async def run(
             def statistics() -> dict[str, Any]:
                 return _status(service, running)
 
+            # Always measured (a few µs per push), exported while [metrics] listen is set.
+            registry, push_metrics = new_registry(statistics)
+            service.observers.append(push_metrics)
+            running.registry = registry
+            try:
+                await _switch_hep(running, config)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot reach the HEP capture: {exc.strerror or exc}", file=source,
+                    key="hep.capture",
+                ) from None  # fmt: skip
+
             async def serve_metrics(
                 cfg: Config, *, task_status: trio.TaskStatus[tuple[str, int]]
             ) -> None:
                 address = cfg.metrics.address
                 assert address is not None
-                await MetricsServer(address[0], address[1], statistics).serve(
+                await MetricsServer(address[0], address[1], registry).serve(
                     task_status=task_status
                 )
 
@@ -303,6 +317,8 @@ async def run(
             except Exception as exc:
                 log.error("store flush failed at shutdown", extra={"fields": {"error": str(exc)}})
         store.close()
+        if running.hep is not None:
+            running.hep.close()
         flush_logs()
 
 
@@ -311,6 +327,28 @@ async def _flush_logs_every(interval: float) -> None:
     while True:
         await trio.sleep(interval)
         flush_logs()
+
+
+async def _switch_hep(running: Running, config: Config) -> None:
+    """Start, replace or stop the HEP capture of `[hep]` (raises OSError: cannot resolve)."""
+    from .homer import HepCapture
+
+    new = None
+    if config.hep.address is not None:
+        new = HepCapture(config.hep.address, config.hep.capture_id)
+        await new.open()
+    old, running.hep = running.hep, new
+    observers = running.service.observers
+    if old is not None:
+        observers.remove(old)
+        old.close()
+    if new is not None:
+        observers.append(new)
+        running.service.add_stats_source("hep", lambda: _hep_statistics(running))
+
+
+def _hep_statistics(running: Running) -> dict[str, Any]:
+    return {"capture": "-"} if running.hep is None else dict(running.hep.statistics())
 
 
 def _find(group: BaseExceptionGroup[Any], kind: type[ConfigError]) -> ConfigError | None:
@@ -515,6 +553,12 @@ class _Reloader:
                     running.metrics = await self.listeners.start("metrics", self.serve_metrics, new)
                 except OSError as exc:
                     log.error(f"reload: metrics cannot listen: {exc.strerror or exc}")
+        if new.hep != old.hep:
+            try:
+                await _switch_hep(running, new)
+            except OSError as exc:
+                log.error(f"reload: HEP capture kept as it was: {exc.strerror or exc}")
+                new = attrs.evolve(new, hep=old.hep)
         for section in ("control", "store"):
             if getattr(new, section) != getattr(old, section):
                 log.warning(f"reload: [{section}] changes take effect at the next start")

@@ -44,6 +44,7 @@ from .model import (
     Rejected,
     mask_token,
 )
+from .tables import status_text
 
 PROG = "pusher-trio"
 CONFIG_ENV = "PUSHER_TRIO_CONFIG"  # used when --config is not given
@@ -161,6 +162,17 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+
+
+def _wants_json(session: Session) -> bool:
+    """`--json`, or stdout is not a terminal (a pipe, a file) unless `--table` asks for text:
+    scripts that pipe `status`/`devices list` get JSON, people at a terminal a table."""
+    if getattr(session.args, "json", False):
+        return True
+    if getattr(session.args, "table", False):
+        return False
+    isatty = getattr(session.out, "isatty", None)
+    return not (isatty is not None and isatty())
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -477,7 +489,7 @@ def cmd_devices_list(session: Session) -> int:
     aor = session.args.aor
     result = session.call("devices.list", {"aor": aor} if aor else {})
     devices = [_mask_device(d) for d in (result or {}).get("devices", [])]
-    if session.args.json:
+    if _wants_json(session):
         _print_json({"devices": devices}, session.out)
         return 0
     if not devices:
@@ -605,43 +617,15 @@ def _scalar(key: object, value: Any) -> str:
 
 def cmd_status(session: Session) -> int:
     result = session.call("status", {})
-    if session.args.json:
+    if _wants_json(session):
         _print_json(result, session.out)
         return 0
     if isinstance(result, Mapping):
-        _status_summary(result, session.out)
+        session.out.write(status_text(result))
         if session.args.verbose:
             session.out.write("\n")
             _status_lines(result, 0, session.out)
     return 0
-
-
-def _counts(value: Any) -> str:
-    if not isinstance(value, Mapping) or not value:
-        return "-"
-    shown = [f"{k} {v}" for k, v in value.items() if isinstance(v, int | float) and v]
-    return ", ".join(shown) if shown else "0"
-
-
-def _status_summary(status: Mapping[str, Any], out: TextIO) -> None:
-    """The few numbers an operator looks at first; `--verbose` prints everything."""
-    datagrams = status.get("datagrams") if isinstance(status.get("datagrams"), Mapping) else {}
-    dropped = {k: v for k, v in (datagrams or {}).items() if str(k).startswith("dropped")}
-    providers = status.get("providers") if isinstance(status.get("providers"), Mapping) else {}
-    rows = [
-        ("uptime", f"{_scalar('uptime', status.get('uptime_s', 0))} s"),
-        ("devices", str(status.get("devices", "-"))),
-        ("waiting pushes", str(status.get("waiting", "-"))),
-        ("registrations", str(status.get("registrations", "-"))),
-        (
-            "datagrams",
-            f"{(datagrams or {}).get('received', 0)} received; dropped: {_counts(dropped)}",
-        ),
-        ("pushes", _counts(status.get("pushes"))),
-        ("connections", str((providers or {}).get("connections", "-"))),
-    ]
-    for label, value in rows:
-        out.write(f"{label + ':':<16}{value}\n")
 
 
 def cmd_serve(session: Session) -> int:
@@ -769,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = dev.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     p = dev_sub.add_parser("list", parents=[common], help="list devices (tokens masked)")
     p.add_argument("aor", metavar="AOR", nargs="?")
-    p.add_argument("--json", action="store_true", help="JSON output")
+    _output_options(p)
     p.set_defaults(func=cmd_devices_list)
     p = dev_sub.add_parser(
         "remove", parents=[common], help="remove an AOR's devices (or one token)"
@@ -788,13 +772,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output")
 
     p = add("status", cmd_status, "counters of the running daemon")
-    p.add_argument("--json", action="store_true", help="JSON output")
+    _output_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="every counter")
 
     p = add("demo", cmd_demo, "the whole flow on this machine, nothing external")
     p.add_argument("--no-fcm", action="store_true", help="only the iOS (APNs) phone")
     p.add_argument("--json", action="store_true", help="the timeline as JSON lines")
     return parser
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON output (the default when stdout is not a terminal)",
+    )
+    group.add_argument("--table", action="store_true", help="a table even when piped")
 
 
 def _seconds(text: str) -> float:

@@ -96,6 +96,25 @@ def parse_udp_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_udp_target(text: str) -> tuple[str, int]:
+    """HEP capture address (DESIGN §13): 'udp:host:port'; host may be a name ('udp:homer:9060')."""
+    scheme, sep, rest = text.partition(":")
+    if not sep or scheme.lower() != "udp":
+        raise _BadValue(f"expected udp:host:port (HEP goes over UDP), got {text!r}")
+    host, port = parse_host_port(rest, allow_port_zero=False)
+    return host.strip("[]"), port
+
+
+def _optional_udp_target(value: str) -> None:
+    if value:
+        parse_udp_target(value)
+
+
+def _capture_id(value: int) -> None:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise _BadValue(f"must fit HEP's 32-bit capture id, got {value!r}")
+
+
 def _check_network(text: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
@@ -212,6 +231,18 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class HepConfig:
+    """[hep]: push events to Homer as HEPv3 log packets (DESIGN §13)."""
+
+    capture: str = attrs.field(default="", validator=_field_check(_optional_udp_target))
+    capture_id: int = attrs.field(default=2002, validator=_field_check(_capture_id))
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_udp_target(self.capture) if self.capture else None
+
+
+@attrs.frozen
 class LogConfig:
     level: str = attrs.field(default="info", validator=_field_check(_one_of(LOG_LEVELS)))
     format: str = attrs.field(default="text", validator=_field_check(_one_of(LOG_FORMATS)))
@@ -224,6 +255,7 @@ class Config:
     store: StoreConfig = attrs.field(factory=StoreConfig)
     push: PushConfig = attrs.field(factory=PushConfig)
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    hep: HepConfig = attrs.field(factory=HepConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
     source: str | None = None  # the file it came from; None: embedded defaults
 
@@ -242,6 +274,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "push": PushConfig,
     "metrics": MetricsConfig,
+    "hep": HepConfig,
     "log": LogConfig,
 }
 

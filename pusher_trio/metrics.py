@@ -1,134 +1,311 @@
-"""Prometheus text format at GET /metrics (optional, `[metrics] listen`).
+"""Prometheus metrics at GET /metrics (DESIGN §13, `[metrics] listen`), by prometheus_client.
 
-The numbers are the same statistics `status` returns: `render` flattens that
-nested mapping into `pusher_trio_<path>` gauges. The HTTP side is the least
-HTTP/1.1 that Prometheus needs: one request per connection, answered and closed.
+Two sources, one registry per running sidecar:
+
+* `PushMetrics` is measured on the push path as it happens: pushes by provider and
+  outcome, invalidations, and the latency histograms (push, wake, call wait). Label
+  children are looked up once and cached, so a push pays a dict lookup plus
+  `inc()`/`observe()` (load/bench.py push measures it).
+* `StatusCollector` exports what the service already counts for `status`
+  (datagrams by outcome, registrations, waiting calls, devices, provider
+  connections) from one snapshot per scrape: the push path pays nothing for those.
+
+The HTTP side is prometheus_client's own server, in a thread of its own; the
+snapshot is taken in the trio thread (`trio.from_thread`), so the scrape never
+reads the service's dicts while trio changes them.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from .logs import get_logger
+from .model import Device
 
 log = get_logger("metrics")
 
-PREFIX = "pusher_trio"
-MAX_REQUEST_HEAD = 8192  # a scrape request is a few hundred bytes
-REQUEST_TIMEOUT = 10.0  # a client that sends nothing does not hold a task forever
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROVIDERS = ("apple", "firebase")
+PUSH_OUTCOMES = ("delivered", "token_invalid", "retry_later", "auth_failed", "rejected")
+# Local stand-ins answer in ~1 ms, APNs/FCM in 50-300 ms, a stalled provider at the deadline.
+PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A phone woken by a push registers in 1-5 s; wait_timeout is 20 s, max_wait 60 s.
+WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
+# sniffer.COUNTERS that end a datagram: each datagram read lands in exactly one of them.
+DATAGRAM_OUTCOMES = (
+    "registers",
+    "responses",
+    "ignored_not_register",
+    "ignored_not_sip",
+    "dropped_not_allowed",
+    "dropped_auth",
+    "dropped_malformed",
+    "errors",
+)
+SNAPSHOT_TIMEOUT = 5.0  # a scrape waits this long for the trio thread, then gets no snapshot
 
-_NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
+
+class PushMetrics:
+    """The counters and histograms the push path updates (an events.PushObserver)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.pushes = Counter(
+            "pusher_pushes",
+            "Pushes answered by a provider (or refused before sending), per device.",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.invalidations = Counter(
+            "pusher_invalidations",
+            "Device tokens invalidated because the provider said they are dead.",
+            ["provider"],
+            registry=registry,
+        )
+        self.push_duration = Histogram(
+            "pusher_push_duration_seconds",
+            "Push request decoded -> provider answer, per device.",
+            ["provider"],
+            buckets=PUSH_BUCKETS,
+            registry=registry,
+        )
+        self.wake_duration = Histogram(
+            "pusher_wake_duration_seconds",
+            "Push sent -> the fresh REGISTER that ended a call's wait.",
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.call_wait = Histogram(
+            "pusher_call_wait_seconds",
+            "Push request decoded -> answered, by result (registered, Timeout, Cancelled...).",
+            ["result"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self._pushes: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._waits: dict[str, Any] = {}
+        for provider in PROVIDERS:  # series exist from the start: rate() has a zero to show
+            self.invalidations.labels(provider)
+            self._durations[provider] = self.push_duration.labels(provider)
+            for outcome in PUSH_OUTCOMES:
+                self._pushes[provider, outcome] = self.pushes.labels(provider, outcome)
+
+    def push_started(self, call_id: str, aor: str, devices: Sequence[Device]) -> None:
+        pass
+
+    def push_answered(
+        self, call_id: str, device: Device, outcome: str, reason: str | None, seconds: float
+    ) -> None:
+        provider = device.type
+        counter = self._pushes.get((provider, outcome))
+        if counter is None:
+            counter = self._pushes[provider, outcome] = self.pushes.labels(provider, outcome)
+        counter.inc()
+        duration = self._durations.get(provider)
+        if duration is None:
+            duration = self._durations[provider] = self.push_duration.labels(provider)
+        duration.observe(seconds)
+        if outcome == "token_invalid":
+            self.invalidations.labels(provider).inc()
+
+    def registered(self, call_id: str, aor: str, contact: str, wake_seconds: float | None) -> None:
+        if wake_seconds is not None and wake_seconds >= 0:
+            self.wake_duration.observe(wake_seconds)
+
+    def request_ended(self, call_id: str, aor: str, result: str, seconds: float) -> None:
+        wait = self._waits.get(result)
+        if wait is None:
+            wait = self._waits[result] = self.call_wait.labels(result)
+        wait.observe(seconds)
 
 
-def _metric_name(parts: list[str]) -> str:
-    name = "_".join(_NAME_BAD.sub("_", part) for part in parts if part)
-    return re.sub(r"_+", "_", name).strip("_").lower()
-
-
-def _walk(value: Any, path: list[str], out: list[tuple[str, float]]) -> None:
+def _number(value: Any) -> float | None:
     if isinstance(value, bool):
-        out.append((_metric_name(path), 1.0 if value else 0.0))
-    elif isinstance(value, int | float):
-        if not (isinstance(value, float) and math.isnan(value)):
-            out.append((_metric_name(path), float(value)))
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _walk(item, [*path, str(key)], out)
-    # strings, lists and None carry no number: not a metric
+        return float(value)
+    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
 
 
-def render(statistics: Mapping[str, Any]) -> str:
-    """Flatten numeric leaves of `statistics` into Prometheus text exposition lines."""
-    samples: list[tuple[str, float]] = []
-    _walk(statistics, [PREFIX], samples)
-    lines: list[str] = []
-    seen: set[str] = set()
-    for name, value in sorted(samples):
-        if name in seen:
-            continue
-        seen.add(name)
-        number = int(value) if value.is_integer() else value
-        lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name} {number}")
-    return "\n".join(lines) + "\n"
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
-def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:
-    head = (
-        f"HTTP/1.1 {status}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+def status_families(status: Mapping[str, Any]) -> list[Metric]:
+    """The `status` snapshot as Prometheus families (pure: testable without a server)."""
+    out: list[Metric] = []
+
+    def gauge(name: str, doc: str, value: Any) -> None:
+        number = _number(value)
+        if number is not None:
+            out.append(GaugeMetricFamily(name, doc, value=number))
+
+    def counter(name: str, doc: str, value: Any) -> None:
+        number = _number(value)
+        if number is not None:
+            out.append(CounterMetricFamily(name, doc, value=number))
+
+    datagrams = _mapping(status.get("datagrams"))
+    family = CounterMetricFamily(
+        "pusher_datagrams", "Sniffer datagrams by how they ended.", labels=["outcome"]
     )
-    return head.encode("ascii") + body
+    for outcome in DATAGRAM_OUTCOMES:
+        family.add_metric([outcome], _number(datagrams.get(outcome)) or 0.0)
+    out.append(family)
+    counter(
+        "pusher_datagrams_received", "Sniffer datagrams read (all outcomes).",
+        datagrams.get("received", 0),
+    )  # fmt: skip
+    counter(
+        "pusher_registrations",
+        "Successful registrations seen (REGISTER correlated with its 2xx).",
+        status.get("registrations"),
+    )
+    gauge(
+        "pusher_sniffer_pending_registers",
+        "REGISTERs waiting for their answer in the correlator.",
+        datagrams.get("table_pending"),
+    )
+    gauge(
+        "pusher_sniffer_receive_buffer_bytes",
+        "SO_RCVBUF granted to the sniffer socket (Linux doubles it).",
+        datagrams.get("rcvbuf_bytes"),
+    )
+
+    requests = _mapping(status.get("requests"))
+    family = CounterMetricFamily(
+        "pusher_push_requests", "Control `push` requests by result.", labels=["result"]
+    )
+    for result, value in sorted(requests.items()):
+        family.add_metric([str(result)], _number(value) or 0.0)
+    out.append(family)
+
+    gauge(
+        "pusher_waiting_calls", "Push requests waiting for a REGISTER now.", status.get("waiting")
+    )
+    waiters = _mapping(status.get("waiters"))
+    gauge("pusher_waiting_calls_limit", "[push] max_waiting.", waiters.get("max_waiting"))
+    gauge(
+        "pusher_waiting_calls_peak", "Most push requests waiting at once.", waiters.get("peak")
+    )  # fmt: skip
+    counter(
+        "pusher_overloaded",
+        "Push requests refused Overloaded (max_waiting reached).",
+        (_number(waiters.get("overloaded")) or 0.0)
+        + (_number(status.get("overloaded_without_wait")) or 0.0),
+    )
+    gauge("pusher_devices", "Device records in the store.", status.get("devices"))
+
+    providers = _mapping(status.get("providers"))
+    if providers:
+        connections = GaugeMetricFamily(
+            "pusher_provider_connections",
+            "Open HTTP/2 connections to the push providers, per pool.",
+            labels=["pool"],
+        )
+        for pool, value in sorted(_mapping(providers.get("connections_per_pool")).items()):
+            connections.add_metric([str(pool)], _number(value) or 0.0)
+        out.append(connections)
+        counter("pusher_provider_retries", "Provider retries (429/5xx).", providers.get("retries"))
+
+    control = _mapping(status.get("control"))
+    if control:
+        gauge("pusher_control_connections", "Open control connections.", control.get("connections"))
+    hep = _mapping(status.get("hep"))
+    if hep:
+        family = CounterMetricFamily(
+            "pusher_hep_events",
+            "Push events for Homer ([hep] capture): sent, dropped (socket full), errors.",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "dropped", "errors"):
+            family.add_metric([outcome], _number(hep.get(outcome)) or 0.0)
+        out.append(family)
+    out.extend(redis_families(_mapping(status.get("redis"))))
+    return out
 
 
-def answer(request_head: bytes, statistics: Callable[[], Mapping[str, Any]]) -> bytes:
-    """The whole HTTP response to one request head (pure, testable without sockets)."""
-    first_line = request_head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = first_line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return _response("400 Bad Request", b"bad request\n")
-    method, target, _version = parts
-    path = target.split("?", 1)[0]
-    if method not in ("GET", "HEAD"):
-        return _response("405 Method Not Allowed", b"only GET\n")
-    if path != "/metrics":
-        return _response("404 Not Found", b"try /metrics\n")
-    body = render(statistics()).encode("utf-8")
-    response = _response("200 OK", body, CONTENT_TYPE)
-    if method == "HEAD":
-        return response[: len(response) - len(body)]
-    return response
+def redis_families(redis: Mapping[str, Any]) -> Iterable[Metric]:
+    """Hook for the Redis store's state (DESIGN §10, issue 10): `status["redis"]`.
+
+    Nothing to export until that backend exists; it adds here `pusher_redis_up` and
+    the queued-writes gauge from its own statistics keys.
+    """
+    return ()
+
+
+class StatusCollector(Collector):
+    """Exports `status_families(statistics())`, the snapshot taken in the trio thread."""
+
+    def __init__(
+        self, statistics: Callable[[], Mapping[str, Any]], trio_token: trio.lowlevel.TrioToken
+    ) -> None:
+        self._statistics = statistics
+        self._token = trio_token
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            status = trio.from_thread.run_sync(self._snapshot, trio_token=self._token)
+        except trio.RunFinishedError:
+            return []
+        return status_families(status)
+
+    def _snapshot(self) -> Mapping[str, Any]:
+        try:
+            return dict(self._statistics())
+        except Exception:  # a statistics bug must not break the scrape
+            log.exception("statistics failed during a scrape")
+            return {}
+
+
+def new_registry(
+    statistics: Callable[[], Mapping[str, Any]],
+) -> tuple[CollectorRegistry, PushMetrics]:
+    """A registry with the push metrics, the status snapshot and process_*/python_info.
+
+    Call from the trio thread (it keeps the trio token for the scrapes)."""
+    registry = CollectorRegistry()
+    push_metrics = PushMetrics(registry)
+    registry.register(StatusCollector(statistics, trio.lowlevel.current_trio_token()))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry, push_metrics
 
 
 class MetricsServer:
-    """`await nursery.start(server.serve)` -> the bound (host, port)."""
+    """`await nursery.start(server.serve)` -> the bound (host, port); cancel to stop."""
 
-    def __init__(self, host: str, port: int, statistics: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
         self.host = host
         self.port = port
-        self._statistics = statistics
-        self.requests = 0
+        self.registry = registry
 
     async def serve(
         self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        bound = listeners[0].socket.getsockname()
-        address = (str(bound[0]), int(bound[1]))
-        log.info("metrics listening", extra={"fields": {"address": f"{address[0]}:{address[1]}"}})
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._handle, listeners)
+        httpd, thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        try:
+            bound = httpd.server_address
+            address = (str(bound[0]), int(bound[1]))
+            log.info(
+                "metrics listening", extra={"fields": {"address": f"{address[0]}:{address[1]}"}}
+            )
             task_status.started(address)
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                # serve_forever notices within its 0.5 s poll interval
+                await trio.to_thread.run_sync(httpd.shutdown)
+                await trio.to_thread.run_sync(thread.join)
+            httpd.server_close()
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                try:
-                    head = await self._read_head(stream)
-                    if head is None:
-                        return
-                    self.requests += 1
-                    await stream.send_all(answer(head, self._statistics))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return
 
-    @staticmethod
-    async def _read_head(stream: trio.SocketStream) -> bytes | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            if len(data) > MAX_REQUEST_HEAD:
-                await stream.send_all(_response("431 Request Header Fields Too Large", b""))
-                return None
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return None
-            data += chunk
-        return data
+__all__ = ["MetricsServer", "PushMetrics", "StatusCollector", "new_registry", "status_families"]

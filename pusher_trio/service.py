@@ -46,6 +46,7 @@ from .control.jsonrpc import (
     ShuttingDown,
     Timeout,
 )
+from .events import PushObserver, notify
 from .model import (
     App,
     AppleCertAuth,
@@ -276,6 +277,7 @@ class SharedPush:
         "message",
         "received",
         "results",
+        "sent",
         "sharers",
     )
 
@@ -293,6 +295,7 @@ class SharedPush:
         self.message = message
         self.expires_at = expires_at
         self.received = received  # perf_counter() when the request that pushed was decoded
+        self.sent = 0.0  # perf_counter() when the first device's push went to the provider
         self.results: list[dict[str, JSON] | None] = [None] * len(self.devices)
         self.done = trio.Event()
         self.abandoned = False  # given up unfinished (deadline or nobody left waiting)
@@ -363,6 +366,7 @@ class Service:
         elif stats_sources is not None:
             self._stats_sources.append(stats_sources)
         self._nursery: trio.Nursery | None = None
+        self.observers: list[PushObserver] = []  # metrics, Homer (events.PushObserver)
         self._started = time.monotonic()
         self._registrations = 0
         self._no_wait_in_flight = 0  # wait=false pushes being sent (counted against max_waiting)
@@ -474,9 +478,24 @@ class Service:
             result = await self._push(params, received)
         except ControlError as exc:
             self._count_request(type(exc).__name__)
+            self._ended(params, type(exc).__name__, received)
             raise
         self._count_request(str(result["status"]))
+        self._ended(params, str(result["status"]), received)
         return result
+
+    def _ended(self, params: dict[str, JSON], result: str, received: float) -> None:
+        if self.observers:
+            call_id = params.get("call_id") or params.get("Call-ID") or ""
+            aor = params.get("aor") or ""
+            notify(
+                self.observers,
+                "request_ended",
+                call_id if isinstance(call_id, str) else str(call_id),
+                normalize_aor(aor) if isinstance(aor, str) else "",
+                result,
+                time.perf_counter() - received,
+            )
 
     def _parse_push(self, params: dict[str, JSON]) -> PushRequest:
         def text(name: str, default: str = "") -> str:
@@ -630,6 +649,16 @@ class Service:
         now = time.perf_counter()
         if registration.seen:
             self._latency["wake"].add((now - registration.seen) * 1000)
+        if self.observers:
+            woke = registration.seen - shared.sent if registration.seen and shared.sent else None
+            notify(
+                self.observers,
+                "registered",
+                request.call_id,
+                request.aor,
+                registration.contact,
+                woke,
+            )
         since_datagram = self._clock() - registration.at
         if 0 <= since_datagram < 60:
             self._latency["register_to_reply"].add(since_datagram * 1000)
@@ -708,6 +737,8 @@ class Service:
             self.waiters.fail(group.aor, self._rejected(shared))
 
     async def _send_all(self, shared: SharedPush) -> None:
+        if self.observers:
+            notify(self.observers, "push_started", shared.call_id, shared.aor, shared.devices)
         if len(shared.devices) == 1:
             await self._send_one(shared, 0)
         else:
@@ -742,6 +773,7 @@ class Service:
             outcome = Rejected(f"app {app.app_id} is a {app.type} app, the device is {device.type}")
         else:
             if index == 0:
+                shared.sent = started
                 self._latency["push_out"].add((started - shared.received) * 1000)
             try:
                 outcome = await self.pusher.send(
@@ -754,7 +786,8 @@ class Service:
                     extra={"fields": {"aor": device.aor, "token": mask_token(device.token)}},
                 )
                 outcome = Rejected(f"internal error: {type(exc).__name__}")
-        latency_ms = (time.perf_counter() - started) * 1000
+        answered = time.perf_counter()
+        latency_ms = (answered - started) * 1000
         name = outcome_name(outcome)
         self._pushes[name] = self._pushes.get(name, 0) + 1
         by_provider = self._pushes_by_provider.setdefault(device.type, {})
@@ -767,6 +800,16 @@ class Service:
         }
         if isinstance(outcome, TokenInvalid) and device.aor:
             self._invalidate(device, outcome.reason)
+        if self.observers:
+            notify(
+                self.observers,
+                "push_answered",
+                shared.call_id,
+                device,
+                name,
+                outcome_reason(outcome),
+                answered - shared.received,
+            )
         log.info(
             "push call_id=%s aor=%s token=%s outcome=%s latency_ms=%.1f",
             shared.call_id,

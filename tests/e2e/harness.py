@@ -323,6 +323,7 @@ class Sidecar:
     ca_file: str = ""
     log_level: str = "info"
     log_format: str = "json"
+    hep_capture: str = ""  # [hep] capture (Homer), e.g. "udp:127.0.0.1:PORT"
     control_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     sniffer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -371,6 +372,7 @@ ca_file = "{self.ca_file}"
 level = "{self.log_level}"
 format = "{self.log_format}"
 """
+            + (f'\n[hep]\ncapture = "{self.hep_capture}"\n' if self.hep_capture else "")
         )
         return self.config_path
 

@@ -190,6 +190,7 @@ async def open_flow(
     hep_auth_key: str = "",
     max_waiting: int = 10000,
     defines: Mapping[str, str | int | None] | None = None,
+    hep_capture: str = "",
 ) -> AsyncIterator[Flow]:
     """Stand-ins, `pusher-trio serve` with apps and mappings, Kamailio (extra `defines`)."""
     authority = Authority()
@@ -210,6 +211,7 @@ async def open_flow(
             wait_timeout=PUSH_TIMEOUT,
             hep_auth_key=hep_auth_key,
             max_waiting=max_waiting,
+            hep_capture=hep_capture,
         )
         await trio.to_thread.run_sync(sidecar.start)
         kam = None

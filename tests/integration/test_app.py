@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -456,18 +457,17 @@ async def test_metrics_endpoint_exports_the_status_counters(tmp_path: Path) -> N
             assert running.metrics_port is not None and running.metrics_port > 0
             send_raw_to(running.sniffer[0], b"garbage")
             await until(lambda: running.service.status()["datagrams"].get("received"))
-            stream = await trio.open_tcp_stream("127.0.0.1", running.metrics_port)
-            await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            body = b""
-            while chunk := await stream.receive_some(65536):
-                body += chunk
-            await stream.aclose()
-            text = body.decode()
-            assert text.startswith("HTTP/1.1 200 OK")
-            assert "\npusher_trio_uptime_s " in text
-            assert "\npusher_trio_devices 0\n" in text
-            assert "\npusher_trio_datagrams_received 1\n" in text
-            assert "\npusher_trio_pushes_delivered 0\n" in text
+            url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+
+            def get() -> str:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return str(response.read().decode())
+
+            lines = (await trio.to_thread.run_sync(get)).splitlines()
+            assert "pusher_devices 0.0" in lines
+            assert "pusher_datagrams_received_total 1.0" in lines
+            assert 'pusher_datagrams_total{outcome="dropped_malformed"} 1.0' in lines
+            assert 'pusher_pushes_total{outcome="delivered",provider="apple"} 0.0' in lines
             running.shutdown()
 
 
@@ -481,8 +481,8 @@ async def test_reload_starts_and_stops_the_metrics_endpoint(sidecar: Sidecar) ->
         assert await running.reload(on) is True
         assert running.metrics_port is not None
         stream = await trio.open_tcp_stream("127.0.0.1", running.metrics_port)
-        await stream.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-        assert (await stream.receive_some(100)).startswith(b"HTTP/1.1 200")
+        await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert (await stream.receive_some(100)).startswith(b"HTTP/1.0 200")
         await stream.aclose()
         off = attrs.evolve(running.config, metrics=MetricsConfig(listen=""))
         assert await running.reload(off) is True

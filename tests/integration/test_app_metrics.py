@@ -1,13 +1,16 @@
-"""The /metrics endpoint and the log formats (parts of the service's observability)."""
+"""The /metrics server and the log formats (parts of the service's observability)."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import socket
+import urllib.request
 
 import pytest
 import trio
+from prometheus_client import CollectorRegistry, Counter
 
 from pusher_trio import logs, metrics
 
@@ -18,64 +21,24 @@ def _restore_logging() -> object:
     logs.reset_logging()
 
 
-STATS = {
-    "uptime_s": 12.5,
-    "devices": 3,
-    "waiting": 1,
-    "datagrams": {"received": 10, "dropped_malformed": 2},
-    "pushes": {"delivered": 4, "token-invalid": 1},
-    "providers": {"pools": {"api.push.apple.com": 1}},
-    "note": "not a number",
-    "ok": True,
-}
+async def test_metrics_server_serves_its_registry_and_frees_the_port_when_cancelled() -> None:
+    registry = CollectorRegistry()
+    Counter("pusher_example", "An example counter.", registry=registry).inc(3)
 
+    def get(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
 
-def test_render_flattens_numeric_leaves() -> None:
-    text = metrics.render(STATS)
-    lines = text.splitlines()
-    assert "pusher_trio_uptime_s 12.5" in lines
-    assert "pusher_trio_devices 3" in lines
-    assert "pusher_trio_datagrams_received 10" in lines
-    assert "pusher_trio_pushes_token_invalid 1" in lines
-    assert "pusher_trio_providers_pools_api_push_apple_com 1" in lines
-    assert "pusher_trio_ok 1" in lines
-    assert not any("note" in line for line in lines)
-    assert "# TYPE pusher_trio_devices gauge" in lines
-    assert text.endswith("\n")
-
-
-def test_answer_routes() -> None:
-    ok = metrics.answer(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", lambda: STATS)
-    assert ok.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"text/plain; version=0.0.4" in ok
-    assert b"pusher_trio_devices 3" in ok
-    head = metrics.answer(b"HEAD /metrics HTTP/1.1\r\n\r\n", lambda: STATS)
-    assert head.endswith(b"\r\n\r\n")
-    assert metrics.answer(b"GET / HTTP/1.1\r\n\r\n", dict).startswith(b"HTTP/1.1 404")
-    assert metrics.answer(b"POST /metrics HTTP/1.1\r\n\r\n", dict).startswith(b"HTTP/1.1 405")
-    assert metrics.answer(b"garbage\r\n\r\n", dict).startswith(b"HTTP/1.1 400")
-
-
-async def test_metrics_server_answers_scrapes_and_survives_garbage() -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            server = metrics.MetricsServer("127.0.0.1", 0, lambda: STATS)
+            server = metrics.MetricsServer("127.0.0.1", 0, registry)
             host, port = await nursery.start(server.serve)
-            assert port > 0
-            bad = await trio.open_tcp_stream(host, port)
-            await bad.send_all(b"\x00" * 9000)  # no end of head, over the limit
-            await bad.aclose()
-            for _ in range(2):
-                stream = await trio.open_tcp_stream(host, port)
-                await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-                data = b""
-                while chunk := await stream.receive_some(65536):
-                    data += chunk
-                await stream.aclose()
-                assert data.startswith(b"HTTP/1.1 200 OK")
-                assert b"pusher_trio_waiting 1" in data
-            assert server.requests == 2
+            assert host == "127.0.0.1" and port > 0
+            text = await trio.to_thread.run_sync(get, port)
+            assert "pusher_example_total 3.0" in text.splitlines()
             nursery.cancel_scope.cancel()
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))  # the listener is closed
 
 
 def test_json_log_lines_mask_secret_fields() -> None:

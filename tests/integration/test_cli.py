@@ -311,3 +311,57 @@ async def test_socket_option_reaches_the_daemon(daemon: Daemon, tmp_path: Path) 
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "uptime_s" in json.loads(done.stdout)
+
+
+def _run_on_a_terminal(argv: list[str]) -> tuple[int, str]:
+    """Run the CLI with stdout on a pseudo-terminal (what an operator's shell gives it)."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(argv, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(timeout=30)
+    finally:
+        os.close(leader)
+    return code, b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+async def test_status_and_devices_list_print_tables_on_a_terminal_and_json_when_piped(
+    daemon: Daemon,
+) -> None:
+    socket_path = daemon.running.control_socket
+    assert socket_path is not None
+    token = "0123456789abcdef" * 4
+    await registered(daemon, phone(token))
+    base = [sys.executable, "-m", "pusher_trio"]
+    with trio.fail_after(60):
+        code, text = await trio.to_thread.run_sync(
+            _run_on_a_terminal, [*base, "status", "--socket", socket_path]
+        )
+        assert code == 0, text
+        assert ["devices:", "1"] in [line.split() for line in text.splitlines()]
+        assert "DATAGRAMS" in text
+        code, text = await trio.to_thread.run_sync(
+            _run_on_a_terminal, [*base, "devices", "list", "--socket", socket_path]
+        )
+        assert code == 0, text
+        assert text.splitlines()[0].split()[:4] == ["AOR", "TYPE", "APP", "TOKEN"]
+        assert "012345…cdef" in text and token not in text
+        piped = await trio.run_process(
+            [*base, "devices", "list", "--socket", socket_path],
+            capture_stdout=True, capture_stderr=True,
+        )  # fmt: skip
+        devices = json.loads(piped.stdout)["devices"]
+        assert [d["token"] for d in devices] == ["012345…cdef"]

@@ -257,7 +257,11 @@ def test_devices_list_masks_tokens_even_if_the_daemon_did_not(
              "last_registered": 1_700_000_000},
         ]
     }  # fmt: skip
-    for argv in (["devices", "list"], ["devices", "list", "--json"]):
+    for argv in (
+        ["devices", "list", "--table"],
+        ["devices", "list"],
+        ["devices", "list", "--json"],
+    ):
         code, out, err = run(argv, capsys)
         assert code == 0, err
         assert TOKEN not in out
@@ -267,7 +271,7 @@ def test_devices_list_masks_tokens_even_if_the_daemon_did_not(
 
 def test_devices_list_for_an_aor(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     daemon.results["devices.list"] = {"devices": []}
-    code, out, _ = run(["devices", "list", "bob@example.com"], capsys)
+    code, out, _ = run(["devices", "list", "bob@example.com", "--table"], capsys)
     assert code == 0
     assert "no devices for bob@example.com" in out
     assert daemon.calls == [("devices.list", {"aor": "bob@example.com"})]
@@ -336,12 +340,11 @@ def test_status_text_and_json(daemon: FakeDaemon, capsys: pytest.CaptureFixture[
               "datagrams": {"received": 10}, "registrations": 4,
               "pushes": {"delivered": 2}}  # fmt: skip
     daemon.results["status"] = status
-    code, out, _ = run(["status"], capsys)
+    code, out, _ = run(["status", "--table"], capsys)
     assert code == 0
-    assert "devices:        3" in out
-    assert "10 received" in out
-    assert "delivered 2" in out
-    code, out, _ = run(["status", "-v"], capsys)
+    assert "devices:        3" in out.splitlines()
+    assert ["received", "10"] in [line.split() for line in out.splitlines()]
+    code, out, _ = run(["status", "-v", "--table"], capsys)
     assert "  received: 10" in out
     code, out, _ = run(["status", "--json"], capsys)
     assert code == 0
@@ -424,3 +427,82 @@ def test_remote_error_names_come_from_the_protocol() -> None:
     assert (str(error), error.code) == ("error -32099: odd", 1)
     error = cli.RemoteError.from_control(InvalidParams("timeout"))
     assert (str(error), error.code) == ("InvalidParams: timeout", 2)
+
+
+class Terminal(io.StringIO):
+    """stdout as a terminal (what `isatty()` says decides table or JSON)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+STATUS = {
+    "uptime_s": 12.5, "devices": 3, "waiting": 1, "registrations": 4,
+    "waiters": {"peak": 7, "max_waiting": 10000},
+    "pushes_by_provider": {"apple": {"delivered": 20, "token_invalid": 1},
+                           "firebase": {"delivered": 5, "retry_later": 2}},
+    "requests": {"registered": 24, "Timeout": 2},
+    "latency_ms": {"push_out": {"count": 26, "mean": 0.4, "p50": 0.3, "p99": 1.2, "max": 2.0}},
+    "datagrams": {"received": 60, "registers": 30, "responses": 30, "dropped_malformed": 0},
+    "providers": {"connections": 2},
+}  # fmt: skip
+
+
+def test_status_on_a_terminal_is_tables_and_piped_is_json(daemon: FakeDaemon) -> None:
+    daemon.results["status"] = STATUS
+    terminal = Terminal()
+    assert cli.main(["status"], out=terminal) == 0
+    lines = [line.split() for line in terminal.getvalue().splitlines()]
+    assert ["waiting", "calls:", "1", "(peak", "7,", "max", "10000)"] in lines
+    assert [
+        "PUSHES",
+        "DELIVERED",
+        "TOKEN_INVALID",
+        "RETRY_LATER",
+        "AUTH_FAILED",
+        "REJECTED",
+    ] in lines
+    assert ["apple", "20", "1", "0", "0", "0"] in lines
+    assert ["firebase", "5", "0", "2", "0", "0"] in lines
+    assert ["Timeout", "2"] in lines
+    assert ["push_out", "26", "0.4", "0.3", "1.2", "2"] in lines
+    assert ["dropped_malformed", "0"] in lines
+    forced = Terminal()
+    assert cli.main(["status", "--json"], out=forced) == 0
+    assert json.loads(forced.getvalue()) == STATUS
+    piped = io.StringIO()
+    assert cli.main(["status"], out=piped) == 0
+    assert json.loads(piped.getvalue()) == STATUS
+
+
+def test_devices_list_on_a_terminal_is_a_table_and_piped_is_json(daemon: FakeDaemon) -> None:
+    daemon.results["devices.list"] = {
+        "devices": [{"aor": "alice@example.com", "device_id": "urn:x", "type": "apple",
+                     "app": "org.x", "token": TOKEN, "state": "invalid", "reason": "Unregistered",
+                     "last_registered": 0, "user_agent": "MyApp"}]
+    }  # fmt: skip
+    terminal = Terminal()
+    assert cli.main(["devices", "list"], out=terminal) == 0
+    header, row = terminal.getvalue().splitlines()
+    assert header.split() == [
+        "AOR",
+        "TYPE",
+        "APP",
+        "TOKEN",
+        "STATE",
+        "LAST_REGISTERED",
+        "USER_AGENT",
+    ]
+    assert row.split() == ["alice@example.com", "apple", "org.x", "a1b2c3…8f90", "invalid",
+                           "(Unregistered)", "-", "MyApp"]  # fmt: skip
+    piped = io.StringIO()
+    assert cli.main(["devices", "list"], out=piped) == 0
+    assert json.loads(piped.getvalue())["devices"][0]["token"] == "a1b2c3…8f90"
+
+
+def test_json_and_table_cannot_both_be_asked(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["status", "--json", "--table"], capsys)
+    assert code == 2
+    assert_one_line_error(err)

@@ -219,13 +219,14 @@ def test_example_file_has_every_key_with_the_default_values() -> None:
     raw = tomllib.loads(example.read_text())
     import attrs
 
-    for section in ("control", "sniffer", "store", "push", "metrics", "log"):
+    for section in ("control", "sniffer", "store", "push", "metrics", "hep", "log"):
         names = {f.name for f in attrs.fields(type(getattr(defaults, section)))}
         assert set(raw[section]) == names, section
     # ... and the values are the defaults, paths excepted (DESIGN §4)
     assert config.sniffer == defaults.sniffer
     assert config.push == defaults.push
     assert config.metrics == defaults.metrics
+    assert config.hep == defaults.hep
     assert config.log == defaults.log
     assert (config.control.unix_mode, config.control.tcp) == ("0660", "127.0.0.1:5290")
     assert config.control.unix_socket == "/run/pusher-trio/control.sock"
