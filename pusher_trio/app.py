@@ -371,7 +371,9 @@ async def _open_providers(
         return pusher, close if close is not None else nothing
     from .providers import Providers
 
-    providers: Any = Providers(ca_file=config.push.ca_file or None)
+    providers: Any = Providers(
+        ca_file=config.push.ca_file or None, idle_timeout=config.push.idle_timeout
+    )
     run_method = getattr(providers, "run", None)
     if run_method is not None:
         await nursery.start(run_method)
@@ -519,6 +521,8 @@ class _Reloader:
         running.service.max_wait = new.push.max_wait
         if new.push.ca_file != running.config.push.ca_file:
             log.warning("reload: push.ca_file takes effect at the next start")
+        if new.push.idle_timeout != running.config.push.idle_timeout:
+            log.warning("reload: push.idle_timeout takes effect at the next start")
 
 
 __all__ = ["Running", "run"]

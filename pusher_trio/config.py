@@ -150,6 +150,11 @@ def _positive(value: float) -> None:
         raise _BadValue(f"must be greater than 0, got {value!r}")
 
 
+def _not_negative(value: float) -> None:
+    if value < 0:
+        raise _BadValue(f"must be 0 or more, got {value!r}")
+
+
 def _one_of(choices: tuple[str, ...]) -> _Check:
     def check(value: str) -> None:
         if value not in choices:
@@ -200,6 +205,8 @@ class PushConfig:
     max_wait: float = attrs.field(default=60.0, validator=_field_check(_positive))
     max_waiting: int = attrs.field(default=10000, validator=_field_check(_positive))
     ca_file: str = ""
+    # DESIGN §9: provider connections unused this long close (GOAWAY); 0 keeps them.
+    idle_timeout: float = attrs.field(default=600.0, validator=_field_check(_not_negative))
 
 
 @attrs.frozen

@@ -143,6 +143,7 @@ class Providers:
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
+        idle_timeout: float = 600.0,
         retry_base: float = 0.25,
         retry_cap: float = 8.0,
         close_timeout: float = 3.0,
@@ -154,6 +155,7 @@ class Providers:
             "connect_timeout": connect_timeout,
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
+            "idle_timeout": idle_timeout,
         }
         self._retry_base = retry_base
         self._retry_cap = retry_cap
@@ -424,7 +426,8 @@ class Providers:
         count), `pushes` (count per outcome: delivered, token_invalid, retry_later,
         auth_failed, rejected), `retries`, `provider_tokens_generated`, `oauth_exchanges`,
         and `pool_details` (per pool: connects, connect_failures, barren_connections
-        (connected, then closed without answering), replays, goaways, open streams)."""
+        (connected, then closed without answering), replays, goaways, idle_closes (closed
+        after `idle_timeout` unused), open streams)."""
         pools = [
             {"kind": key.kind, "credential": key.credential[:8], **pool.statistics()}
             for key, pool in self._pools.items()

@@ -36,6 +36,8 @@ which also counts connections that closed without answering anything (a flapping
 server), and requests that waited for a connect that failed fail with its error at once.
 A peer silent for SILENCE_PROBE while streams wait (or that sent nothing back to a
 stream its caller gave up on) is PINGed and takes no new stream until it answers.
+A connection unused for `idle_timeout` (DESIGN §9, `[push] idle_timeout`) closes with
+GOAWAY (NO_ERROR); the next request opens a new one.
 
 Exceptions that escape `Pool.request`: `ConnectError`, `ConnectionLost`, `StreamReset`
 (all `TransportError`, with the underlying error as `__cause__`) and trio.Cancelled.
@@ -263,6 +265,7 @@ class Connection:
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
+        idle_timeout: float = 0.0,
         on_change: Any = None,
     ) -> None:
         self.origin = origin
@@ -270,7 +273,9 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._idle_timeout = idle_timeout
         self._on_change = on_change
+        self._last_used = 0.0  # a request started or ended (idle closing counts from here)
         self._streams: dict[int, _Stream] = {}
         self._h2 = _H2Client(self._streams)
         self._h2.encoder = StatelessEncoder()  # type: ignore[assignment]
@@ -303,6 +308,7 @@ class Connection:
         self.responses = 0
         self.pings = 0
         self.connected_at = 0.0
+        self.idle_closed = False
 
     # --- state the pool reads -----------------------------------------------------
 
@@ -328,7 +334,7 @@ class Connection:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(self._sock)
             raise
-        self.connected_at = trio.current_time()
+        self.connected_at = self._last_used = trio.current_time()
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
@@ -337,6 +343,8 @@ class Connection:
                 nursery.start_soon(self._writer)
                 if self._ping_interval > 0:
                     nursery.start_soon(self._pinger)
+                if self._idle_timeout > 0:
+                    nursery.start_soon(self._idle_closer)
         except Exception as error:  # everything a dead peer can raise: logged, never fatal
             cause: BaseException = error
             while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
@@ -481,6 +489,7 @@ class Connection:
             return HttpResponse(stream.status, stream.headers, bytes(stream.body))
         finally:
             self.active -= 1
+            self._last_used = trio.current_time()
             if self._on_change is not None:
                 self._on_change()
 
@@ -605,6 +614,31 @@ class Connection:
                 self.suspect = False
                 self._changed()
 
+    async def _idle_closer(self) -> None:
+        """DESIGN §9: a connection unused for `idle_timeout` closes with GOAWAY (NO_ERROR).
+
+        The pool opens a new one on the next push. Apple keeps idle connections alive
+        with PING meanwhile (`_pinger`); this bounds how long an unused pool holds a
+        connection (and a provider's server slot) at all. The check and `closing` are
+        set without a checkpoint in between, so no request can take a slot meanwhile.
+        """
+        while True:
+            await trio.sleep_until(self._last_used + self._idle_timeout)
+            if self.active or self._streams or not self.usable:
+                # Busy (`_last_used` moves when it ends) or probed: look again soon.
+                await trio.sleep(min(self._idle_timeout, 1.0))
+                continue
+            if trio.current_time() < self._last_used + self._idle_timeout:
+                continue
+            self.idle_closed = True
+            log.info(
+                "closing %s: idle for %.0fs (reopened on the next push)",
+                self.origin.authority,
+                self._idle_timeout,
+            )
+            await self.aclose()
+            return
+
     async def _receive(self) -> bool:
         """Read once from the socket, decrypt every complete TLS record, feed h2."""
         assert self._sock is not None
@@ -726,6 +760,7 @@ class Pool:
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
+        idle_timeout: float = 0.0,
         backoff_base: float = 0.5,
         backoff_cap: float = CONNECT_BACKOFF_CAP,
     ) -> None:
@@ -736,6 +771,7 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._idle_timeout = idle_timeout
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._connections: list[Connection] = []
@@ -751,6 +787,7 @@ class Pool:
         self.barren_connections = 0  # connected but closed without answering anything
         self.replays = 0
         self.goaways = 0
+        self.idle_closes = 0
 
     @property
     def connections(self) -> list[Connection]:
@@ -818,6 +855,7 @@ class Pool:
         if any(c.dead for c in self._connections):
             dead = [c for c in self._connections if c.dead]
             self.goaways += sum(1 for c in dead if c.goaway)
+            self.idle_closes += sum(1 for c in dead if c.idle_closed)
             self._connections = [c for c in self._connections if not c.dead]
             barren = sum(1 for c in dead if c.requests and not c.responses)
             if barren:
@@ -852,6 +890,7 @@ class Pool:
                 connect_timeout=self._connect_timeout,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
+                idle_timeout=self._idle_timeout,
                 on_change=self._on_change,
             )
             try:
@@ -917,5 +956,7 @@ class Pool:
             "barren_connections": self.barren_connections,
             "replays": self.replays,
             "goaways": self.goaways + sum(1 for c in live if c.goaway),
+            "idle_closes": self.idle_closes
+            + sum(1 for c in self._connections if c.dead and c.idle_closed),
             "streams_per_connection": [len(c._streams) for c in live],
         }

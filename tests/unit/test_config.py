@@ -62,6 +62,7 @@ def test_defaults_are_the_design_values_with_paths_in_the_data_folder() -> None:
     assert (config.push.wait_timeout, config.push.max_wait) == (20.0, 60.0)
     assert config.push.max_waiting == 10000
     assert config.push.ca_file == ""
+    assert config.push.idle_timeout == 600.0
     assert config.metrics.address is None
     assert (config.log.level, config.log.format) == ("info", "text")
     assert config.source is None
@@ -143,6 +144,8 @@ def test_tcp_can_be_disabled_and_unix_mode_octal_forms() -> None:
         ("[push]\nmax_waiting = 1.5\n", "push.max_waiting", "expected an integer"),
         ("[push]\nca_file = 'nope.pem'\n", "push.ca_file", "no such file"),
         ("[push]\nretries = 3\n", "push.retries", "unknown key"),
+        ("[push]\nidle_timeout = -1\n", "push.idle_timeout", "0 or more"),
+        ("[push]\nidle_timeout = '10m'\n", "push.idle_timeout", "expected a number"),
         ("[pushes]\nmax_wait = 3\n", "pushes", "unknown section"),
         ("push = 3\n", "push", "expected a table"),
         ("[control]\nunix_mode = '999'\n", "control.unix_mode", "octal"),
