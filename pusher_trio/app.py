@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import trio
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, load_proxy
 from .logs import get_logger, setup_logging
 from .metrics import MetricsServer
 from .registrations import RegistrationTable
@@ -372,7 +372,9 @@ async def _open_providers(
     from .providers import Providers
 
     providers: Any = Providers(
-        ca_file=config.push.ca_file or None, idle_timeout=config.push.idle_timeout
+        ca_file=config.push.ca_file or None,
+        idle_timeout=config.push.idle_timeout,
+        proxy=load_proxy(config.push, config.source),
     )
     run_method = getattr(providers, "run", None)
     if run_method is not None:
@@ -521,8 +523,9 @@ class _Reloader:
         running.service.max_wait = new.push.max_wait
         if new.push.ca_file != running.config.push.ca_file:
             log.warning("reload: push.ca_file takes effect at the next start")
-        if new.push.idle_timeout != running.config.push.idle_timeout:
-            log.warning("reload: push.idle_timeout takes effect at the next start")
+        for key in ("idle_timeout", "proxy", "proxy_password_file"):
+            if getattr(new.push, key) != getattr(running.config.push, key):
+                log.warning(f"reload: push.{key} takes effect at the next start")
 
 
 __all__ = ["Running", "run"]

@@ -64,6 +64,7 @@ from .credentials import (
 from .http import HttpRequest, HttpResponse
 from .oauth import OAuthClient
 from .payload import TemplateError, check_template
+from .proxy import Proxy
 from .transport import (
     ConnectError,
     ConnectionLost,
@@ -144,6 +145,7 @@ class Providers:
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
         idle_timeout: float = 600.0,
+        proxy: Proxy | None = None,
         retry_base: float = 0.25,
         retry_cap: float = 8.0,
         close_timeout: float = 3.0,
@@ -156,7 +158,9 @@ class Providers:
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
             "idle_timeout": idle_timeout,
+            "proxy": proxy,
         }
+        self.proxy = proxy
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._close_timeout = close_timeout
@@ -268,6 +272,8 @@ class Providers:
         except ConnectError as error:
             if error.tls_refused:
                 return AuthFailed(f"TLS refused: {error}")
+            if error.proxy_refused:
+                return AuthFailed(str(error))
             return RetryLater(str(error), error.retry_after)
         except ConnectionLost as error:
             return RetryLater(str(error))
@@ -317,7 +323,7 @@ class Providers:
                 return account.failure
             if self._oauth is None:
                 try:
-                    self._oauth = OAuthClient(self.ca_file)
+                    self._oauth = OAuthClient(self.ca_file, self.proxy)
                 except (OSError, ValueError) as error:  # ca_file unreadable
                     return AuthFailed(f"TLS setup for the OAuth exchange: {error}")
             now = self._clock()
@@ -425,6 +431,7 @@ class Providers:
         """`pools`, `connections` (total), `connections_per_pool` ("kind origin cred" ->
         count), `pushes` (count per outcome: delivered, token_invalid, retry_later,
         auth_failed, rejected), `retries`, `provider_tokens_generated`, `oauth_exchanges`,
+        `proxy` (host:port of `[push] proxy`, never its credentials, or None),
         and `pool_details` (per pool: connects, connect_failures, barren_connections
         (connected, then closed without answering), replays, goaways, idle_closes (closed
         after `idle_timeout` unused), open streams)."""
@@ -442,5 +449,6 @@ class Providers:
             "retries": self.retries,
             "provider_tokens_generated": self._provider_tokens.generated,
             "oauth_exchanges": self._oauth.exchanges if self._oauth else 0,
+            "proxy": self.proxy.address if self.proxy is not None else None,
             "pool_details": pools,
         }

@@ -65,6 +65,7 @@ import trio
 
 from ._hpack import CachingDecoder, StatelessEncoder
 from .http import HttpRequest, HttpResponse
+from .proxy import Proxy, Tunnel, TunnelError
 
 log = logging.getLogger("pusher_trio.providers.transport")
 
@@ -107,6 +108,7 @@ class ConnectError(TransportError):
 
     retry_after: float | None = None
     tls_refused = False  # a certificate was refused (ours or theirs): retrying will not help
+    proxy_refused = False  # the outbound proxy refused us (407, 403...): retrying will not help
 
 
 class ConnectionLost(TransportError):
@@ -141,6 +143,16 @@ def tls_refused(error: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _socket_reason(error: OSError) -> str:
+    """trio says "all attempts to connect ... failed"; the first attempt's errno says why."""
+    cause: BaseException | None = error.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"cannot connect: {cause.strerror.rsplit(': ', 1)[-1]}"
+    return f"cannot connect: {error.strerror or error}"
 
 
 class _Replay(Exception):
@@ -266,9 +278,11 @@ class Connection:
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
         idle_timeout: float = 0.0,
+        proxy: Proxy | None = None,
         on_change: Any = None,
     ) -> None:
         self.origin = origin
+        self._proxy = proxy
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
@@ -381,7 +395,10 @@ class Connection:
 
     async def _connect(self) -> None:
         try:
-            self._sock = await trio.open_tcp_stream(self.origin.host, self.origin.port)
+            if self._proxy is None:
+                self._sock = await trio.open_tcp_stream(self.origin.host, self.origin.port)
+            else:
+                await self._open_tunnel(self._proxy)
             await self._handshake()
             alpn = self._tls.selected_alpn_protocol()
             if alpn != "h2":
@@ -407,6 +424,30 @@ class Connection:
             failure = ConnectError(f"{self.origin.authority}: {error}")
             failure.tls_refused = tls_refused(error)
             raise failure from error
+
+    async def _open_tunnel(self, proxy: Proxy) -> None:
+        """DESIGN §9 `[push] proxy`: TCP to the proxy, CONNECT, then TLS inside the tunnel."""
+        tunnel = Tunnel(proxy, self.origin.host, self.origin.port)
+        try:
+            self._sock = await trio.open_tcp_stream(proxy.host, proxy.port)
+        except OSError as error:
+            raise ConnectError(f"proxy {proxy.address}: {_socket_reason(error)}") from error
+        try:
+            await self._sock.send_all(tunnel.request())
+            while True:
+                reply = tunnel.receive_data(await self._sock.receive_some(RECV_SIZE))
+                if reply is not None:
+                    break
+        except TunnelError as error:
+            raise ConnectError(str(error)) from error
+        except (OSError, trio.BrokenResourceError) as error:
+            raise ConnectError(f"proxy {proxy.address}: {error}") from error
+        if not reply.established:
+            failure = ConnectError(reply.describe(proxy, tunnel.target))
+            failure.proxy_refused = reply.refused
+            raise failure
+        if tunnel.trailing:
+            self._incoming.write(tunnel.trailing)
 
     async def _handshake(self) -> None:
         assert self._sock is not None
@@ -761,6 +802,7 @@ class Pool:
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
         idle_timeout: float = 0.0,
+        proxy: Proxy | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = CONNECT_BACKOFF_CAP,
     ) -> None:
@@ -772,6 +814,7 @@ class Pool:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._idle_timeout = idle_timeout
+        self._proxy = proxy
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._connections: list[Connection] = []
@@ -891,6 +934,7 @@ class Pool:
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 idle_timeout=self._idle_timeout,
+                proxy=self._proxy,
                 on_change=self._on_change,
             )
             try:
@@ -936,6 +980,7 @@ class Pool:
         error = ConnectError(f"{self.origin.authority}: {what}" + (f" ({last})" if last else ""))
         error.retry_after = max(0.0, self._next_attempt - trio.current_time())
         error.tls_refused = last.tls_refused if last is not None else False
+        error.proxy_refused = last.proxy_refused if last is not None else False
         return error
 
     async def aclose(self) -> None:
