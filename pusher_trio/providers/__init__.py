@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import time
 import urllib.parse
@@ -38,6 +39,7 @@ from typing import Any
 import attrs
 import trio
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..model import (
     App,
@@ -52,9 +54,10 @@ from ..model import (
     Rejected,
     RetryLater,
     TokenInvalid,
+    WebPushAuth,
     mask_token,
 )
-from . import apns, fcm
+from . import apns, fcm, webpush
 from .credentials import (
     CredentialError,
     load_apple_cert,
@@ -168,6 +171,7 @@ class Providers:
         self._app_pools: dict[str, PoolKey] = {}
         self._last_app: dict[str, tuple[App, Pool]] = {}
         self._provider_tokens = apns.ProviderTokenCache()
+        self._vapid_tokens = webpush.VapidTokenCache()
         self._fcm_accounts: dict[str, _FcmAccount] = {}
         self._oauth: OAuthClient | None = None
         self._nursery: trio.Nursery | None = None
@@ -262,6 +266,8 @@ class Providers:
             return await self._send_apns(app, device, message, expires_at)
         if app.type == "firebase" and isinstance(app.auth, FirebaseAuth):
             return await self._send_fcm(app, app.auth, device, message, expires_at)
+        if app.type == "webpush" and isinstance(app.auth, WebPushAuth):
+            return await self._send_webpush(app, app.auth, device, message, expires_at)
         return Rejected(f"app {app.app_id}: type {app.type} does not fit its credentials")
 
     async def _request(self, pool: Pool, request: HttpRequest) -> HttpResponse | Outcome:
@@ -364,6 +370,37 @@ class Providers:
             refreshed = True
             self._fcm_accounts[auth.service_account["client_email"]].cache.invalidate(token)
 
+    async def _send_webpush(
+        self, app: App, auth: WebPushAuth, device: Device, message: PushMessage, expires_at: float
+    ) -> Outcome:
+        """RFC 8030/8291/8292: one pool per push service origin (the VAPID signature is
+        per request, so browsers of every app share the service's connections)."""
+        try:
+            subscription = webpush.parse_subscription(device)
+        except webpush.SubscriptionError as error:
+            return Rejected(f"web push subscription: {error}")
+        now = self._clock()
+        try:
+            vapid = self._vapid_tokens.header(auth, subscription.origin, now)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+            return AuthFailed(f"app {app.app_id}: VAPID key: {error}")
+        # RFC 8291 §3.1: a new ephemeral key (and salt) for every message.
+        ephemeral = ec.generate_private_key(ec.SECP256R1())
+        request = webpush.build_request(
+            app, device, message, vapid, now, expires_at, ephemeral, os.urandom(16)
+        )
+        if isinstance(request, Rejected):
+            return request
+        key = PoolKey("webpush", Origin(subscription.host, subscription.port), "")
+        try:
+            pool = self._pool_by_key(key, None, app.app_id)
+        except (OSError, ValueError) as error:
+            return AuthFailed(f"app {app.app_id}: {error}")
+        response = await self._request(pool, request)
+        if not isinstance(response, HttpResponse):
+            return response
+        return webpush.interpret_response(response.status, response.headers, response.body)
+
     # --- pools ---------------------------------------------------------------------
 
     def _key_for(self, app: App) -> PoolKey:
@@ -375,6 +412,8 @@ class Providers:
             host, port = apns.split_host(app.host)
             ident = _fingerprint(auth.team_id, auth.key_id, auth.key_pem)
             return PoolKey("apns-token", Origin(host, port), ident)
+        if not isinstance(auth, FirebaseAuth):
+            raise ValueError(f"app {app.app_id}: no pool per app for {app.type}")
         parts = urllib.parse.urlsplit(auth.base_url)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"FCM base URL must be https://host[:port], not {auth.base_url!r}")
@@ -399,13 +438,18 @@ class Providers:
         if previous is not None and previous != key:
             self._retire(app.app_id, previous)
         self._app_pools[app.app_id] = key
+        client_pem = app.auth.pem if isinstance(app.auth, AppleCertAuth) else None
+        return self._pool_by_key(key, client_pem, app.app_id)
+
+    def _pool_by_key(self, key: PoolKey, client_pem: str | None, app_id: str) -> Pool:
+        if self._nursery is None or self._closed:
+            raise RuntimeError("Providers is not running (use `async with Providers(...)`)")
         pool = self._pools.get(key)
         if pool is None:
-            client_pem = app.auth.pem if isinstance(app.auth, AppleCertAuth) else None
             context = make_ssl_context(self.ca_file, client_pem)
             pool = Pool(key.origin, context, self._nursery, **self._pool_options)
             self._pools[key] = pool
-            log.info("new %s pool for %s (app %s)", key.kind, key.origin.authority, app.app_id)
+            log.info("new %s pool for %s (app %s)", key.kind, key.origin.authority, app_id)
         return pool
 
     def _retire(self, app_id: str, key: PoolKey) -> None:
@@ -449,6 +493,7 @@ class Providers:
             "retries": self.retries,
             "provider_tokens_generated": self._provider_tokens.generated,
             "oauth_exchanges": self._oauth.exchanges if self._oauth else 0,
+            "vapid_tokens_generated": self._vapid_tokens.generated,
             "proxy": self.proxy.address if self.proxy is not None else None,
             "pool_details": pools,
         }

@@ -560,7 +560,7 @@ class _ServerConnection:
         if settings:
             self.h2.update_settings(settings)
         await self.flush()
-        if reply.delivered is not None and reply.status == 200:
+        if reply.delivered is not None and 200 <= reply.status < 300:
             token_value, payload = reply.delivered
             if server._nursery is not None and server.on_delivered is not None:
                 server._nursery.start_soon(

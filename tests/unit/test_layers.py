@@ -18,6 +18,7 @@ PURE = {
     "fcm.py",
     "credentials.py",
     "proxy.py",
+    "webpush.py",
 }
 
 
