@@ -61,6 +61,7 @@ from .model import (
     RetryLater,
     TokenInvalid,
     TokenType,
+    WebPushAuth,
     mask_token,
 )
 from .store import Store, structure_app
@@ -146,6 +147,13 @@ def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable
     return text
 
 
+def secret_values(device: Device) -> list[str]:
+    """What a contact of this device must not show: its token, and a Web Push
+    subscription's auth secret (RFC 8291 §3.2) when pn-param carries it."""
+    auth = device.extra.get("auth")
+    return [device.token, auth] if auth else [device.token]
+
+
 def normalize_aor(text: str) -> str:
     """'sip:Alice@Example.COM:5060;transport=tcp' -> 'Alice@example.com', as registrations key it.
 
@@ -186,6 +194,8 @@ def auth_kind(app: App) -> str:
         return "certificate"
     if isinstance(app.auth, AppleTokenAuth):
         return "token"
+    if isinstance(app.auth, WebPushAuth):
+        return "vapid"
     return "service-account"
 
 
@@ -207,6 +217,10 @@ def app_view(app: App) -> dict[str, JSON]:
             project_number=app.auth.project_number,
             base_url=app.auth.base_url,
         )
+    if isinstance(app.auth, WebPushAuth):
+        from .providers.webpush import app_vapid_public_key
+
+        view.update(subject=app.auth.subject, vapid_public_key=app_vapid_public_key(app))
     return view
 
 
@@ -447,7 +461,9 @@ class Service:
         if self.waiters.group(event.aor) is None:
             return  # the common case at thousands of REGISTERs per second: nothing to mask
         contact = mask_contact(
-            event.contact, [d.token for d in event.devices], self._token_param_names()
+            event.contact,
+            [value for d in event.devices for value in secret_values(d)],
+            self._token_param_names(),
         )
         self.waiters.notify_registered(event.aor, contact, event.at)
 
@@ -720,8 +736,13 @@ class Service:
         """DESIGN §11: the app whose id is the device's app; for FCM also by project id/number."""
         apps = self.store.apps()
         app = apps.get(device.app)
-        if app is not None or device.type != "firebase":
+        if app is not None or device.type not in ("firebase", "webpush"):
             return app
+        if device.type == "webpush":
+            # A REGISTER does not name the VAPID key its subscription was made with: the
+            # one webpush app serves it (several would be ambiguous: none is picked).
+            web = [a for a in apps.values() if a.type == "webpush"]
+            return web[0] if len(web) == 1 else None
         wanted = {device.app, device.extra.get("project", "")} - {""}
         for candidate in apps.values():
             auth = candidate.auth
@@ -737,7 +758,7 @@ class Service:
         app = self.app_for(device)
         outcome: Outcome
         if app is None:
-            outcome = Rejected(f"no app configured for {device.app}")
+            outcome = Rejected(f"no app configured for {device.app or device.type}")
         elif app.type != device.type:
             outcome = Rejected(f"app {app.app_id} is a {app.type} app, the device is {device.type}")
         else:
@@ -850,7 +871,7 @@ class Service:
             "state": device.state,
             "reason": device.reason,
             "user_agent": device.user_agent,
-            "contact": mask_contact(device.contact, [device.token], param_names),
+            "contact": mask_contact(device.contact, secret_values(device), param_names),
             "last_registered": device.last_registered,
         }
 

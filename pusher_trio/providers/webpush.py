@@ -72,8 +72,10 @@ class Subscription:
     host: str
     port: int
     path: str
-    p256dh: bytes = attrs.field(repr=False)
-    auth: bytes = attrs.field(repr=False)
+    # The browser's keys (RFC 8291 §3.2); None: the client gave none, the push carries
+    # no payload (RFC 8030 §5: "a push message without a payload").
+    p256dh: bytes | None = attrs.field(repr=False)
+    auth: bytes | None = attrs.field(repr=False)
 
     @property
     def origin(self) -> str:
@@ -93,6 +95,12 @@ def parse_subscription(device: Device) -> Subscription:
     if parts.scheme != "https" or not parts.hostname:
         # RFC 8030 §8: push services are reached over TLS only.
         raise SubscriptionError("push resource must be an https:// URL")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    host, port = parts.hostname, port or 443
+    if "p256dh" not in device.extra and "auth" not in device.extra:
+        return Subscription(device.token, parts.scheme, host, port, path, None, None)
     try:
         p256dh = b64url_decode(device.extra.get("p256dh", ""))
         auth = b64url_decode(device.extra.get("auth", ""))
@@ -107,10 +115,7 @@ def parse_subscription(device: Device) -> Subscription:
         raise SubscriptionError("p256dh is not a point on P-256") from None
     if len(auth) != 16:
         raise SubscriptionError("auth must be 16 octets (RFC 8291 §3.2)")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return Subscription(device.token, parts.scheme, parts.hostname, port or 443, path, p256dh, auth)
+    return Subscription(device.token, parts.scheme, host, port, path, p256dh, auth)
 
 
 # --- VAPID (RFC 8292) ---------------------------------------------------------------
@@ -132,6 +137,17 @@ def vapid_public_key(pem: str) -> str:
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
     )
+
+
+def app_vapid_public_key(app: App) -> str | None:
+    """The public VAPID key of a Web Push app (what `+sip.vapid` in Feature-Caps and the
+    browser's `applicationServerKey` carry), None for other apps or an unusable key."""
+    if not isinstance(app.auth, WebPushAuth):
+        return None
+    try:
+        return vapid_public_key(app.auth.vapid_key_pem)
+    except (ValueError, TypeError):
+        return None
 
 
 def generate_vapid_key() -> str:
@@ -190,6 +206,7 @@ def encrypt(
     plaintext: bytes, subscription: Subscription, ephemeral: ec.EllipticCurvePrivateKey, salt: bytes
 ) -> bytes:
     """RFC 8291 §3.4: aes128gcm to the browser's p256dh with its auth secret, one record."""
+    assert subscription.p256dh is not None and subscription.auth is not None
     body: bytes = http_ece.encrypt(
         plaintext,
         salt=salt,
@@ -228,20 +245,14 @@ def build_request(
         return Rejected(f"payload is not JSON: {error}")
     if len(plaintext) > MAX_PLAINTEXT:
         return Rejected(f"payload too large: {len(plaintext)} bytes > {MAX_PLAINTEXT}")
-    body = encrypt(plaintext, subscription, ephemeral, salt)
     ttl = min(max(int(expires_at - now), 0), MAX_TTL)
-    return HttpRequest(
-        method="POST",
-        path=subscription.path,
-        headers=(
-            ("authorization", vapid_header),
-            ("content-encoding", "aes128gcm"),
-            ("content-type", "application/octet-stream"),
-            ("ttl", str(ttl)),
-            ("urgency", "high"),
-        ),
-        body=body,
-    )
+    headers = (("authorization", vapid_header), ("ttl", str(ttl)), ("urgency", "high"))
+    if subscription.p256dh is None:
+        # No keys, no payload: the service worker is woken and registers (RFC 8030 §5).
+        return HttpRequest(method="POST", path=subscription.path, headers=headers)
+    body = encrypt(plaintext, subscription, ephemeral, salt)
+    encoding = (("content-encoding", "aes128gcm"), ("content-type", "application/octet-stream"))
+    return HttpRequest("POST", subscription.path, headers + encoding, body)
 
 
 WebPushAnswer = Delivered | TokenInvalid | RetryLater | AuthFailed | Rejected

@@ -20,7 +20,8 @@ read the message. Checked on every `POST /push/<id>`, in this order:
 * `TTL` present, a non-negative integer (RFC 8030 §5.2; else 400); `Urgency`, when
   present, one of very-low/low/normal/high (§5.3; else 400);
 * `Content-Encoding: aes128gcm` (RFC 8291 §4; else 415), body ≤ 4096 octets (RFC 8030
-  §7.2; else 413), and it decrypts with the subscription's keys to JSON (else 400).
+  §7.2; else 413), and it decrypts with the subscription's keys to JSON (else 400);
+  or no body and no Content-Encoding at all: a push without payload (RFC 8030 §5).
 
 201 Created with `Location: /message/<n>` answers a delivered push. Faults are scripted
 with `pusher_trio.standins.common` like the APNs/FCM stand-ins (`script(Answer(429,
@@ -158,6 +159,12 @@ class FakeWebPush(StandIn):
         urgency = request.header("urgency")
         if urgency is not None and urgency not in URGENCIES:
             raise _Refused(400, f"bad Urgency {urgency!r}")
+        if not request.body and request.header("content-encoding") is None:
+            # RFC 8030 §5: a push message without a payload (the service worker wakes).
+            self.payloads.append(None)
+            self.ttls.append(int(ttl))
+            self.urgencies.append(urgency)
+            return f"{self.origin}{request.path}", None
         if request.header("content-encoding") != "aes128gcm":
             raise _Refused(415, "Content-Encoding must be aes128gcm")
         if len(request.body) > MAX_BODY:
