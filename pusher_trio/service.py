@@ -149,9 +149,10 @@ def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable
 
 def secret_values(device: Device) -> list[str]:
     """What a contact of this device must not show: its token, and a Web Push
-    subscription's auth secret (RFC 8291 §3.2) when pn-param carries it."""
-    auth = device.extra.get("auth")
-    return [device.token, auth] if auth else [device.token]
+    subscription's keys (pn-param `<p256dh>.<auth>`, the auth secret is one, RFC 8291
+    §3.2): masked as one value, only the last 4 characters of the secret remain."""
+    keys = f"{device.extra.get('p256dh', '')}.{device.extra.get('auth', '')}"
+    return [device.token, keys] if keys != "." else [device.token]
 
 
 def normalize_aor(text: str) -> str:
