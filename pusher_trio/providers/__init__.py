@@ -65,6 +65,7 @@ from .credentials import (
     load_service_account,
 )
 from .http import HttpRequest, HttpResponse
+from .http1 import Http1Client
 from .oauth import OAuthClient
 from .payload import TemplateError, check_template
 from .proxy import Proxy
@@ -172,6 +173,8 @@ class Providers:
         self._last_app: dict[str, tuple[App, Pool]] = {}
         self._provider_tokens = apns.ProviderTokenCache()
         self._vapid_tokens = webpush.VapidTokenCache()
+        self._http1: Http1Client | None = None
+        self._http1_origins: set[Origin] = set()  # push services without HTTP/2
         self._fcm_accounts: dict[str, _FcmAccount] = {}
         self._oauth: OAuthClient | None = None
         self._nursery: trio.Nursery | None = None
@@ -217,6 +220,8 @@ class Providers:
                     nursery.start_soon(pool.aclose)
             if self._oauth is not None:
                 await self._oauth.aclose()
+            if self._http1 is not None:
+                await self._http1.aclose()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -276,13 +281,17 @@ class Providers:
         except StreamReset as error:
             return Rejected(str(error))
         except ConnectError as error:
-            if error.tls_refused:
-                return AuthFailed(f"TLS refused: {error}")
-            if error.proxy_refused:
-                return AuthFailed(str(error))
-            return RetryLater(str(error), error.retry_after)
+            return self._connect_outcome(error)
         except ConnectionLost as error:
             return RetryLater(str(error))
+
+    @staticmethod
+    def _connect_outcome(error: ConnectError) -> Outcome:
+        if error.tls_refused:
+            return AuthFailed(f"TLS refused: {error}")
+        if error.proxy_refused:
+            return AuthFailed(str(error))
+        return RetryLater(str(error), error.retry_after)
 
     async def _send_apns(
         self, app: App, device: Device, message: PushMessage, expires_at: float
@@ -391,15 +400,39 @@ class Providers:
         )
         if isinstance(request, Rejected):
             return request
-        key = PoolKey("webpush", Origin(subscription.host, subscription.port), "")
-        try:
-            pool = self._pool_by_key(key, None, app.app_id)
-        except (OSError, ValueError) as error:
-            return AuthFailed(f"app {app.app_id}: {error}")
-        response = await self._request(pool, request)
+        origin = Origin(subscription.host, subscription.port)
+        response = await self._webpush_request(origin, request, app.app_id)
         if not isinstance(response, HttpResponse):
             return response
         return webpush.interpret_response(response.status, response.headers, response.body)
+
+    async def _webpush_request(
+        self, origin: Origin, request: HttpRequest, app_id: str
+    ) -> HttpResponse | Outcome:
+        """HTTP/2 (the shared transport) unless the push service did not negotiate h2:
+        then, from that answer on, HTTP/1.1 for that origin (`http1.py`)."""
+        if origin not in self._http1_origins:
+            try:
+                pool = self._pool_by_key(PoolKey("webpush", origin, ""), None, app_id)
+            except (OSError, ValueError) as error:
+                return AuthFailed(f"app {app_id}: {error}")
+            try:
+                return await pool.request(request)
+            except ConnectError as error:
+                if not error.no_h2:
+                    return self._connect_outcome(error)
+                log.info("%s offers no HTTP/2: Web Push over HTTP/1.1", origin.authority)
+                self._http1_origins.add(origin)
+            except StreamReset as error:
+                return Rejected(str(error))
+            except ConnectionLost as error:
+                return RetryLater(str(error))
+        if self._http1 is None:
+            try:
+                self._http1 = Http1Client(self.ca_file, self.proxy)
+            except (OSError, ValueError) as error:  # ca_file unreadable
+                return AuthFailed(f"TLS setup for HTTP/1.1: {error}")
+        return await self._http1.request(origin, request)
 
     # --- pools ---------------------------------------------------------------------
 
@@ -494,6 +527,8 @@ class Providers:
             "provider_tokens_generated": self._provider_tokens.generated,
             "oauth_exchanges": self._oauth.exchanges if self._oauth else 0,
             "vapid_tokens_generated": self._vapid_tokens.generated,
+            "http1_origins": sorted(o.authority for o in self._http1_origins),
+            "http1_requests": self._http1.requests if self._http1 else 0,
             "proxy": self.proxy.address if self.proxy is not None else None,
             "pool_details": pools,
         }

@@ -109,6 +109,7 @@ class ConnectError(TransportError):
     retry_after: float | None = None
     tls_refused = False  # a certificate was refused (ours or theirs): retrying will not help
     proxy_refused = False  # the outbound proxy refused us (407, 403...): retrying will not help
+    no_h2 = False  # TLS worked but the server does not speak HTTP/2 (ALPN): use HTTP/1.1
 
 
 class ConnectionLost(TransportError):
@@ -402,7 +403,11 @@ class Connection:
             await self._handshake()
             alpn = self._tls.selected_alpn_protocol()
             if alpn != "h2":
-                raise ConnectError(f"{self.origin.authority} did not negotiate h2 (ALPN {alpn!r})")
+                failure = ConnectError(
+                    f"{self.origin.authority} did not negotiate h2 (ALPN {alpn!r})"
+                )
+                failure.no_h2 = True
+                raise failure
             self._h2.local_settings = h2.settings.Settings(
                 client=True,
                 initial_values={
@@ -981,6 +986,7 @@ class Pool:
         error.retry_after = max(0.0, self._next_attempt - trio.current_time())
         error.tls_refused = last.tls_refused if last is not None else False
         error.proxy_refused = last.proxy_refused if last is not None else False
+        error.no_h2 = last.no_h2 if last is not None else False
         return error
 
     async def aclose(self) -> None:

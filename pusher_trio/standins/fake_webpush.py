@@ -35,15 +35,18 @@ import itertools
 import json
 import re
 import secrets
+import ssl
 from typing import Any
 
 import attrs
+import h11
 import http_ece
 import jwt
+import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pusher_trio.standins.common import Answer, Reply, Request, StandIn
+from pusher_trio.standins.common import Answer, ConnectionInfo, Reply, Request, StandIn
 
 MAX_BODY = 4096  # RFC 8030 §7.2
 MAX_VAPID_LIFETIME = 24 * 3600  # RFC 8292 §2
@@ -87,8 +90,13 @@ class _Refused(Exception):
 class FakeWebPush(StandIn):
     name = "fake-webpush"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, http1: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # http1: a push service that offers only HTTP/1.1 (ALPN http/1.1, h11 keep-alive).
+        self.http1 = http1
+        if http1:
+            self._context = self.authority.server_context(alpn=("http/1.1",))
+        self.http1_requests = 0
         self._subscriptions: dict[str, _Subscription] = {}
         self._messages = itertools.count(1)
         self.urgencies: list[str | None] = []
@@ -115,6 +123,88 @@ class FakeWebPush(StandIn):
     def unsubscribe(self, endpoint: str) -> None:
         """From now on pushes to `endpoint` answer 410 Gone (RFC 8030 §7.3)."""
         self._subscriptions[endpoint.rsplit("/", 1)[-1]].gone = True
+
+    # --- HTTP/1.1 mode ------------------------------------------------------------------
+
+    async def _serve_connection(self, tcp: trio.SocketStream) -> None:
+        if not self.http1:
+            await super()._serve_connection(tcp)
+            return
+        stream = trio.SSLStream(tcp, self._context, server_side=True)
+        try:
+            with trio.fail_after(10):
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError):
+            await trio.aclose_forcefully(stream)
+            return
+        self.connections += 1
+        self.open_connections += 1
+        self._connections_changed.set()
+        info = ConnectionInfo(self.connections, None)
+        try:
+            await self._serve_http1(stream, info)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass
+        finally:
+            self.open_connections -= 1
+            self._connections_changed.set()
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_http1(
+        self, stream: trio.SSLStream[trio.SocketStream], info: ConnectionInfo
+    ) -> None:
+        """One request at a time, keep-alive (RFC 9112 §9.3), as an HTTP/1.1 push service."""
+        connection = h11.Connection(h11.SERVER)
+        while True:
+            head: h11.Request | None = None
+            body = bytearray()
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    connection.receive_data(bytes(data))
+                    continue
+                if isinstance(event, h11.ConnectionClosed):
+                    return
+                if isinstance(event, h11.Request):
+                    head = event
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            assert head is not None
+            self.http1_requests += 1
+            request = Request(
+                head.method.decode(),
+                head.target.decode(),
+                [(k.decode().lower(), v.decode()) for k, v in head.headers],
+                bytes(body),
+                self.http1_requests,
+                info,
+            )
+            token = self.token_of(request)
+            action = self._take_rule(token)
+            if self.latency:
+                await trio.sleep(self.latency)
+            if isinstance(action, Answer):
+                reply = self.scripted_answer(request, action)
+            else:
+                reply = self.answer(request)
+            outcome = f"{reply.status} {reply.reason}".strip()
+            self._record(request, token, outcome, reply.delivered is not None)
+            headers = [*reply.headers, ("content-length", str(len(reply.body)))]
+            out = connection.send(h11.Response(status_code=reply.status, headers=headers))
+            out = (out or b"") + (connection.send(h11.Data(data=reply.body)) or b"")
+            out += connection.send(h11.EndOfMessage()) or b""
+            await stream.send_all(out)
+            if reply.delivered is not None and self.on_delivered is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(
+                    self._notify, token, dict(request.headers), reply.delivered[1]
+                )
+            if connection.our_state is h11.MUST_CLOSE:
+                return
+            connection.start_next_cycle()
 
     # --- StandIn ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import trio
 from pusher_trio.app import Running, run
 from pusher_trio.control.client import open_control
 from pusher_trio.demo import local_config
-from pusher_trio.model import App, AuthFailed, Delivered, PushMessage, RetryLater
+from pusher_trio.model import App, AuthFailed, Delivered, Device, PushMessage, RetryLater
 from pusher_trio.providers import Providers, load_apple_cert
 from pusher_trio.providers.proxy import Proxy, parse_proxy_url
 from pusher_trio.standins.certs import Authority
@@ -255,3 +255,36 @@ async def test_serve_with_push_proxy_in_the_config_pushes_through_it(tmp_path: P
     assert connects == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"]
     assert status["providers"]["proxy"] == f"127.0.0.1:{proxy.port}"
     assert PASSWORD not in json.dumps(status)
+
+
+@pytest.mark.parametrize("http1", [False, True], ids=["h2", "http1"])
+async def test_web_push_goes_through_the_proxy(
+    nursery: trio.Nursery, tmp_path: Path, http1: bool
+) -> None:
+    from pusher_trio.model import WebPushAuth
+    from pusher_trio.providers.webpush import generate_vapid_key
+    from pusher_trio.standins.fake_webpush import FakeWebPush
+
+    server = FakeWebPush(http1=http1)
+    with trio.fail_after(20):
+        await nursery.start(server.serve)
+        browser = server.subscribe()
+        app = App("org.example.web", "webpush", WebPushAuth(generate_vapid_key(), "mailto:a@b.c"))
+        device = Device(
+            "carol@example.com",
+            "b",
+            "webpush",
+            app.app_id,
+            browser.endpoint,
+            extra={"p256dh": browser.p256dh, "auth": browser.auth},
+        )
+        with tinyproxy(tmp_path, connect_ports=[server.port]) as proxy:
+            async with Providers(
+                ca_file=server.ca_file, proxy=parse_proxy_url(proxy.url)
+            ) as providers:
+                outcome = await providers.send(app, device, MESSAGE, expires_at=expires())
+            connects = proxy.connects()
+    assert isinstance(outcome, Delivered), outcome
+    assert [p["call-id"] for p in server.payloads] == ["c-proxy"]
+    # HTTP/1.1: the HTTP/2 attempt found no h2, then httpcore's tunnel: two CONNECTs.
+    assert connects == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1"] * (2 if http1 else 1)

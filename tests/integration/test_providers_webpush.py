@@ -151,3 +151,39 @@ async def test_503_past_the_deadline_is_retry_later(nursery: trio.Nursery) -> No
                 webpush_app(), browser_device(browser), MESSAGE, expires_at=expires(2)
             )
     assert isinstance(outcome, RetryLater) and "503" in outcome.reason
+
+
+async def test_push_service_without_http2_is_reached_over_http1(nursery: trio.Nursery) -> None:
+    server = FakeWebPush(http1=True)
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        browser = server.subscribe()
+        async with Providers(ca_file=server.ca_file) as providers:
+            outcomes = [
+                await providers.send(
+                    webpush_app(), browser_device(browser), MESSAGE, expires_at=expires()
+                )
+                for _ in range(3)
+            ]
+            stats = providers.statistics()
+    assert all(isinstance(o, Delivered) for o in outcomes), outcomes
+    assert [p["call-id"] for p in server.payloads] == ["c-web"] * 3
+    assert server.http1_requests == 3
+    # The first connect found no h2 in ALPN; then one kept-alive HTTP/1.1 connection.
+    assert stats["http1_origins"] == [server.address]
+    assert stats["http1_requests"] == 3
+    assert server.connections == 2
+    assert len({r.connection for r in server.received}) == 1
+
+
+async def test_http1_push_service_answers_are_classified_too(nursery: trio.Nursery) -> None:
+    server = FakeWebPush(http1=True)
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        browser = server.subscribe()
+        server.unsubscribe(browser.endpoint)
+        async with Providers(ca_file=server.ca_file) as providers:
+            outcome = await providers.send(
+                webpush_app(), browser_device(browser), MESSAGE, expires_at=expires()
+            )
+    assert isinstance(outcome, TokenInvalid) and "410" in outcome.reason
