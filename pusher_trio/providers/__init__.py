@@ -429,7 +429,9 @@ class Providers:
                 return RetryLater(str(error))
         if self._http1 is None:
             try:
-                self._http1 = Http1Client(self.ca_file, self.proxy)
+                self._http1 = Http1Client(
+                    self.ca_file, self.proxy, self._pool_options["idle_timeout"]
+                )
             except (OSError, ValueError) as error:  # ca_file unreadable
                 return AuthFailed(f"TLS setup for HTTP/1.1: {error}")
         return await self._http1.request(origin, request)

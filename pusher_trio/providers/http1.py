@@ -23,12 +23,20 @@ MAX_CONNECTIONS = 10  # per origin; each carries one request at a time
 
 
 class Http1Client:
-    def __init__(self, ca_file: str | None = None, proxy: Proxy | None = None) -> None:
+    def __init__(
+        self, ca_file: str | None = None, proxy: Proxy | None = None, idle_timeout: float = 0.0
+    ) -> None:
         context = make_ssl_context(ca_file)  # httpcore sets its own ALPN (http/1.1) on it
+        # `[push] idle_timeout` as httpcore's keep-alive expiry (0: kept, like transport.py).
+        expiry = idle_timeout if idle_timeout > 0 else None
         self._pool: httpcore.AsyncConnectionPool
         if proxy is None:
             self._pool = httpcore.AsyncConnectionPool(
-                ssl_context=context, http1=True, http2=False, max_connections=MAX_CONNECTIONS
+                ssl_context=context,
+                http1=True,
+                http2=False,
+                max_connections=MAX_CONNECTIONS,
+                keepalive_expiry=expiry,
             )
         else:
             self._pool = httpcore.AsyncHTTPProxy(
@@ -38,6 +46,7 @@ class Http1Client:
                 http1=True,
                 http2=False,
                 max_connections=MAX_CONNECTIONS,
+                keepalive_expiry=expiry,
             )
         self._proxy = proxy
         self.requests = 0
