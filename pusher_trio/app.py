@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import trio
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, load_proxy
 from .logs import FLUSH_INTERVAL, flush_logs, get_logger, setup_logging
 from .metrics import MetricsServer, new_registry
 from .registrations import RegistrationTable
@@ -419,7 +419,11 @@ async def _open_providers(
         return pusher, close if close is not None else nothing
     from .providers import Providers
 
-    providers: Any = Providers(ca_file=config.push.ca_file or None)
+    providers: Any = Providers(
+        ca_file=config.push.ca_file or None,
+        idle_timeout=config.push.idle_timeout,
+        proxy=load_proxy(config.push, config.source),
+    )
     run_method = getattr(providers, "run", None)
     if run_method is not None:
         await nursery.start(run_method)
@@ -573,6 +577,9 @@ class _Reloader:
         running.service.max_wait = new.push.max_wait
         if new.push.ca_file != running.config.push.ca_file:
             log.warning("reload: push.ca_file takes effect at the next start")
+        for key in ("idle_timeout", "proxy", "proxy_password_file"):
+            if getattr(new.push, key) != getattr(running.config.push, key):
+                log.warning(f"reload: push.{key} takes effect at the next start")
 
 
 __all__ = ["Running", "run"]

@@ -356,6 +356,52 @@ def _build_firebase_app(args: argparse.Namespace) -> App:
     )
 
 
+def _build_webpush_app(args: argparse.Namespace) -> tuple[App, str | None]:
+    """The app and, with --generate-vapid-key, the new key's public half to print."""
+    from .model import WebPushAuth
+    from .providers import webpush
+
+    subject = args.subject.strip()
+    # RFC 8292 §2.1: the push service contacts the operator through a mailto: or https: URI.
+    if not subject.startswith(("mailto:", "https:")) or subject in ("mailto:", "https:"):
+        raise UsageError(f"--subject must be a mailto: or https: URI, got {subject!r}")
+    if args.generate_vapid_key:
+        pem = webpush.generate_vapid_key()
+        try:
+            fd = os.open(args.vapid_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(f"{args.vapid_key} exists: not overwriting a key") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.vapid_key}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pem)
+        generated = True
+    else:
+        pem = _read_text(args.vapid_key, "VAPID key file")
+        generated = False
+    try:
+        public = webpush.vapid_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{args.vapid_key}: not a P-256 private key (PEM): {exc}") from None
+    app = App(
+        app_id=args.app_id,
+        type="webpush",
+        auth=WebPushAuth(pem, subject),
+        push_type="voip",
+        payload_template=_payload_template(args.payload_template),
+    )
+    return app, public if generated else None
+
+
+def cmd_add_webpush_app(session: Session) -> int:
+    app, public = _build_webpush_app(session.args)
+    code = _add_app(session, app)
+    if public is not None:
+        # Browsers subscribe with it (applicationServerKey); not a secret.
+        session.out.write(f"VAPID public key: {public}\n")
+    return code
+
+
 def _add_app(session: Session, app: App) -> int:
     from .store import unstructure_app
 
@@ -719,6 +765,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project-number", metavar="N")
     p.add_argument("--base-url", metavar="URL", help="FCM endpoint (a local stand-in in tests)")
     p.add_argument("--push-type", choices=("alert", "voip"), default="alert")
+    p.add_argument("--payload-template", metavar="FILE", help="JSON payload template")
+
+    p = add(
+        "add-webpush-app",
+        cmd_add_webpush_app,
+        "add or replace a Web Push app (a VAPID key, RFC 8292) for browser SIP clients",
+    )
+    p.add_argument("app_id", metavar="APP_ID")
+    p.add_argument("--vapid-key", metavar="F.pem", required=True, help="EC P-256 private key (PEM)")
+    p.add_argument(
+        "--generate-vapid-key",
+        action="store_true",
+        help="write a new key to --vapid-key (mode 0600) and print its public key",
+    )
+    p.add_argument(
+        "--subject", required=True, metavar="URI", help="mailto: or https: contact (VAPID sub)"
+    )
     p.add_argument("--payload-template", metavar="FILE", help="JSON payload template")
 
     apps = sub.add_parser("apps", parents=[common], help="list or remove apps")

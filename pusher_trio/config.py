@@ -17,10 +17,13 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 import cattrs
+
+if TYPE_CHECKING:
+    from .providers.proxy import Proxy
 from cattrs.errors import (
     AttributeValidationNote,
     ClassValidationError,
@@ -169,6 +172,21 @@ def _positive(value: float) -> None:
         raise _BadValue(f"must be greater than 0, got {value!r}")
 
 
+def _not_negative(value: float) -> None:
+    if value < 0:
+        raise _BadValue(f"must be 0 or more, got {value!r}")
+
+
+def _check_proxy(value: str) -> None:
+    if value:
+        from .providers.proxy import ProxyUrlError, parse_proxy_url
+
+        try:
+            parse_proxy_url(value, "-" if "@" in value else "")
+        except ProxyUrlError as exc:
+            raise _BadValue(str(exc)) from None
+
+
 def _one_of(choices: tuple[str, ...]) -> _Check:
     def check(value: str) -> None:
         if value not in choices:
@@ -219,6 +237,11 @@ class PushConfig:
     max_wait: float = attrs.field(default=60.0, validator=_field_check(_positive))
     max_waiting: int = attrs.field(default=10000, validator=_field_check(_positive))
     ca_file: str = ""
+    # DESIGN §9: provider connections unused this long close (GOAWAY); 0 keeps them.
+    idle_timeout: float = attrs.field(default=600.0, validator=_field_check(_not_negative))
+    # DESIGN §9: "http://[user@]host:port" tunnels every provider connection (CONNECT).
+    proxy: str = attrs.field(default="", validator=_field_check(_check_proxy))
+    proxy_password_file: str = ""
 
 
 @attrs.frozen
@@ -413,6 +436,8 @@ def _resolve_paths(config: Config, base: Path | None, env: Mapping[str, str] | N
     push = config.push
     if push.ca_file:
         push = attrs.evolve(push, ca_file=resolve(push.ca_file, ""))
+    if push.proxy_password_file:
+        push = attrs.evolve(push, proxy_password_file=resolve(push.proxy_password_file, ""))
     return attrs.evolve(config, control=control, store=store, push=push)
 
 
@@ -432,6 +457,45 @@ def _cross_checks(config: Config, file: str) -> None:
         )
     if config.push.ca_file and not os.path.isfile(config.push.ca_file):
         raise ConfigError(f"no such file: {config.push.ca_file}", file=file, key="push.ca_file")
+    if config.push.proxy or config.push.proxy_password_file:
+        load_proxy(config.push, file)
+
+
+def load_proxy(push: PushConfig, file: str | None = None) -> Proxy | None:
+    """The outbound proxy of `[push]`, or None.
+
+    The password is read from `proxy_password_file` (first line, no trailing newline);
+    a file anyone may read is refused, and no error repeats the password.
+    """
+    from .providers.proxy import ProxyUrlError, parse_proxy_url
+
+    password = ""
+    if push.proxy_password_file:
+        key = "push.proxy_password_file"
+        path = push.proxy_password_file
+        try:
+            mode = os.stat(path).st_mode
+            with open(path, encoding="utf-8") as handle:
+                password = handle.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read {path}: {reason}", file=file, key=key) from None
+        if mode & 0o007:
+            raise ConfigError(
+                f"{path} is readable by anyone (mode {mode & 0o777:04o}): chmod 600 it",
+                file=file,
+                key=key,
+            )
+        if not password:
+            raise ConfigError(f"{path} is empty", file=file, key=key)
+    if not push.proxy:
+        if password:
+            raise ConfigError("set push.proxy too", file=file, key="push.proxy_password_file")
+        return None
+    try:
+        return parse_proxy_url(push.proxy, password)
+    except ProxyUrlError as exc:
+        raise ConfigError(str(exc), file=file, key="push.proxy") from None
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:

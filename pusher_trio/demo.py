@@ -15,6 +15,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ DOMAIN = "example.com"
 TEAM_ID = "DEMOTEAM42"
 IOS_BUNDLE = "org.example.demo"
 ANDROID_APP = "org.example.demo.android"
+WEB_APP = "org.example.demo.web"
 FCM_PROJECT = "pusher-trio-demo"
 PUSH_TIMEOUT = 10.0  # seconds the simulated Kamailio lets a push wait
 STEP_TIMEOUT = 5.0  # any single step of the demo taking longer is a failure
@@ -200,6 +202,7 @@ class Standin:
     port: int
     app: Any  # model.App
     delivered: trio.MemoryReceiveChannel[str]
+    server: Any = None  # the stand-in itself (Web Push: the browser subscribes there)
 
 
 async def _wait_for_device(admin: ControlClient, aor: str) -> dict[str, Any]:
@@ -235,6 +238,7 @@ async def _phone_flow(
     first = {
         "APNs": "a new HTTP/2 + TLS connection",
         "FCM": "an OAuth token exchange and a new HTTP/2 + TLS connection",
+        "Web Push": "a VAPID JWT, RFC 8291 encryption and a new HTTP/2 + TLS connection",
     }
     await _call(timeline, phone, mirror, kamailio, delivered, provider, first.get(provider, ""))
     await _call(timeline, phone, mirror, kamailio, delivered, provider, "")
@@ -331,6 +335,17 @@ async def _start_standins(nursery: trio.Nursery, tmp: Path, fcm: bool) -> tuple[
         account = server.new_service_account(FCM_PROJECT)
         firebase = providers.load_service_account(json.dumps(account), base_url=server.base_url)
         standins.append(Standin("FCM", port, App(ANDROID_APP, "firebase", firebase), delivered))
+        # A browser SIP client (JsSIP, SIP.js): Web Push with a VAPID key, as
+        # `pusher-trio add-webpush-app --generate-vapid-key` makes one.
+        from .model import WebPushAuth
+        from .standins import fake_webpush
+
+        hook, delivered = feed()
+        web = fake_webpush.FakeWebPush(authority=authority, on_delivered=hook)
+        port = await nursery.start(web.serve)
+        vapid = WebPushAuth(providers.webpush.generate_vapid_key(), "mailto:ops@example.com")
+        app = App(WEB_APP, "webpush", vapid, push_type="voip")
+        standins.append(Standin("Web Push", port, app, delivered, web))
     return ca_file, standins
 
 
@@ -342,7 +357,10 @@ async def _phones(
     standins: list[Standin],
     fcm: bool,
 ) -> None:
-    """An iOS phone (APNs), then an Android phone (FCM): register, sleep, get a call twice."""
+    """An iOS phone (APNs), then an Android phone (FCM) and a browser (Web Push): register,
+    sleep, get a call twice."""
+    from . import providers
+
     mirror = Mirror(sniffer)
     try:
         ios = Phone(
@@ -365,6 +383,20 @@ async def _phones(
             )
             await _phone_flow(
                 timeline, android, mirror, admin, kamailio, standins[1].delivered, "FCM"
+            )
+            web = standins[2]
+            browser = web.server.subscribe(providers.webpush.app_vapid_public_key(web.app))
+            endpoint = urllib.parse.quote(browser.endpoint, safe="")
+            webphone = Phone(
+                "Browser",
+                "carol",
+                "198.51.100.9",
+                50603,
+                f"pn-provider=webpush;pn-prid={endpoint};pn-param={browser.p256dh}.{browser.auth}",
+                "JsSIP 3.10.1 (demo browser)",
+            )
+            await _phone_flow(
+                timeline, webphone, mirror, admin, kamailio, web.delivered, "Web Push"
             )
     finally:
         mirror.close()

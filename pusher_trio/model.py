@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 import attrs
 
-TokenType = Literal["apple", "firebase"]
+TokenType = Literal["apple", "firebase", "webpush"]
 PushType = Literal["alert", "voip"]
 DeviceState = Literal["valid", "invalid"]
 
@@ -92,7 +92,16 @@ class FirebaseAuth:
         return self.service_account["project_id"]
 
 
-Auth = AppleCertAuth | AppleTokenAuth | FirebaseAuth
+@attrs.frozen
+class WebPushAuth:
+    """A VAPID key pair (RFC 8292): EC P-256 private key, PEM, and the contact URI
+    (`sub`: mailto: or https:) that push services may use to reach the operator."""
+
+    vapid_key_pem: str = attrs.field(repr=False)
+    subject: str
+
+
+Auth = AppleCertAuth | AppleTokenAuth | FirebaseAuth | WebPushAuth
 
 
 @attrs.frozen

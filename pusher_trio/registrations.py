@@ -251,6 +251,17 @@ def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
         if pn_param:
             extra["project"] = pn_param
         return ("firebase", pn_param, prid, False, None, extra)
+    if provider == "webpush":
+        # RFC 8599 registers `webpush` (RFC 8030): pn-prid is the push resource URL of the
+        # browser's subscription. RFC 8599 says nothing of its keys; a client that wants
+        # an encrypted payload (RFC 8291) puts PushSubscription's keys in pn-param as
+        # `<p256dh>.<auth>` (base64url has no dot). Without them the push carries no
+        # payload (RFC 8030 §5 allows that): the service worker wakes and registers.
+        extra = {"source": "rfc8599"}
+        p256dh, dot, auth = pn_param.partition(".")
+        if dot and p256dh and auth:
+            extra.update(p256dh=p256dh, auth=auth)
+        return ("webpush", "", prid, False, None, extra)
     return None
 
 

@@ -62,6 +62,7 @@ from .model import (
     RetryLater,
     TokenInvalid,
     TokenType,
+    WebPushAuth,
     mask_token,
 )
 from .store import Store, structure_app
@@ -147,6 +148,14 @@ def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable
     return text
 
 
+def secret_values(device: Device) -> list[str]:
+    """What a contact of this device must not show: its token, and a Web Push
+    subscription's keys (pn-param `<p256dh>.<auth>`, the auth secret is one, RFC 8291
+    §3.2): masked as one value, only the last 4 characters of the secret remain."""
+    keys = f"{device.extra.get('p256dh', '')}.{device.extra.get('auth', '')}"
+    return [device.token, keys] if keys != "." else [device.token]
+
+
 def normalize_aor(text: str) -> str:
     """'sip:Alice@Example.COM:5060;transport=tcp' -> 'Alice@example.com', as registrations key it.
 
@@ -187,6 +196,8 @@ def auth_kind(app: App) -> str:
         return "certificate"
     if isinstance(app.auth, AppleTokenAuth):
         return "token"
+    if isinstance(app.auth, WebPushAuth):
+        return "vapid"
     return "service-account"
 
 
@@ -208,6 +219,10 @@ def app_view(app: App) -> dict[str, JSON]:
             project_number=app.auth.project_number,
             base_url=app.auth.base_url,
         )
+    if isinstance(app.auth, WebPushAuth):
+        from .providers.webpush import app_vapid_public_key
+
+        view.update(subject=app.auth.subject, vapid_public_key=app_vapid_public_key(app))
     return view
 
 
@@ -451,7 +466,9 @@ class Service:
         if self.waiters.group(event.aor) is None:
             return  # the common case at thousands of REGISTERs per second: nothing to mask
         contact = mask_contact(
-            event.contact, [d.token for d in event.devices], self._token_param_names()
+            event.contact,
+            [value for d in event.devices for value in secret_values(d)],
+            self._token_param_names(),
         )
         self.waiters.notify_registered(event.aor, contact, event.at)
 
@@ -751,8 +768,13 @@ class Service:
         """DESIGN §11: the app whose id is the device's app; for FCM also by project id/number."""
         apps = self.store.apps()
         app = apps.get(device.app)
-        if app is not None or device.type != "firebase":
+        if app is not None or device.type not in ("firebase", "webpush"):
             return app
+        if device.type == "webpush":
+            # A REGISTER does not name the VAPID key its subscription was made with: the
+            # one webpush app serves it (several would be ambiguous: none is picked).
+            web = [a for a in apps.values() if a.type == "webpush"]
+            return web[0] if len(web) == 1 else None
         wanted = {device.app, device.extra.get("project", "")} - {""}
         for candidate in apps.values():
             auth = candidate.auth
@@ -768,7 +790,7 @@ class Service:
         app = self.app_for(device)
         outcome: Outcome
         if app is None:
-            outcome = Rejected(f"no app configured for {device.app}")
+            outcome = Rejected(f"no app configured for {device.app or device.type}")
         elif app.type != device.type:
             outcome = Rejected(f"app {app.app_id} is a {app.type} app, the device is {device.type}")
         else:
@@ -893,7 +915,7 @@ class Service:
             "state": device.state,
             "reason": device.reason,
             "user_agent": device.user_agent,
-            "contact": mask_contact(device.contact, [device.token], param_names),
+            "contact": mask_contact(device.contact, secret_values(device), param_names),
             "last_registered": device.last_registered,
         }
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import time
 import urllib.parse
@@ -38,6 +39,7 @@ from typing import Any
 import attrs
 import trio
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..model import (
     App,
@@ -52,9 +54,10 @@ from ..model import (
     Rejected,
     RetryLater,
     TokenInvalid,
+    WebPushAuth,
     mask_token,
 )
-from . import apns, fcm
+from . import apns, fcm, webpush
 from .credentials import (
     CredentialError,
     load_apple_cert,
@@ -62,8 +65,10 @@ from .credentials import (
     load_service_account,
 )
 from .http import HttpRequest, HttpResponse
+from .http1 import Http1Client
 from .oauth import OAuthClient
 from .payload import TemplateError, check_template
+from .proxy import Proxy
 from .transport import (
     ConnectError,
     ConnectionLost,
@@ -143,6 +148,8 @@ class Providers:
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
+        idle_timeout: float = 600.0,
+        proxy: Proxy | None = None,
         retry_base: float = 0.25,
         retry_cap: float = 8.0,
         close_timeout: float = 3.0,
@@ -154,7 +161,10 @@ class Providers:
             "connect_timeout": connect_timeout,
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
+            "idle_timeout": idle_timeout,
+            "proxy": proxy,
         }
+        self.proxy = proxy
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._close_timeout = close_timeout
@@ -162,6 +172,9 @@ class Providers:
         self._app_pools: dict[str, PoolKey] = {}
         self._last_app: dict[str, tuple[App, Pool]] = {}
         self._provider_tokens = apns.ProviderTokenCache()
+        self._vapid_tokens = webpush.VapidTokenCache()
+        self._http1: Http1Client | None = None
+        self._http1_origins: set[Origin] = set()  # push services without HTTP/2
         self._fcm_accounts: dict[str, _FcmAccount] = {}
         self._oauth: OAuthClient | None = None
         self._nursery: trio.Nursery | None = None
@@ -207,6 +220,8 @@ class Providers:
                     nursery.start_soon(pool.aclose)
             if self._oauth is not None:
                 await self._oauth.aclose()
+            if self._http1 is not None:
+                await self._http1.aclose()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -256,6 +271,8 @@ class Providers:
             return await self._send_apns(app, device, message, expires_at)
         if app.type == "firebase" and isinstance(app.auth, FirebaseAuth):
             return await self._send_fcm(app, app.auth, device, message, expires_at)
+        if app.type == "webpush" and isinstance(app.auth, WebPushAuth):
+            return await self._send_webpush(app, app.auth, device, message, expires_at)
         return Rejected(f"app {app.app_id}: type {app.type} does not fit its credentials")
 
     async def _request(self, pool: Pool, request: HttpRequest) -> HttpResponse | Outcome:
@@ -264,11 +281,17 @@ class Providers:
         except StreamReset as error:
             return Rejected(str(error))
         except ConnectError as error:
-            if error.tls_refused:
-                return AuthFailed(f"TLS refused: {error}")
-            return RetryLater(str(error), error.retry_after)
+            return self._connect_outcome(error)
         except ConnectionLost as error:
             return RetryLater(str(error))
+
+    @staticmethod
+    def _connect_outcome(error: ConnectError) -> Outcome:
+        if error.tls_refused:
+            return AuthFailed(f"TLS refused: {error}")
+        if error.proxy_refused:
+            return AuthFailed(str(error))
+        return RetryLater(str(error), error.retry_after)
 
     async def _send_apns(
         self, app: App, device: Device, message: PushMessage, expires_at: float
@@ -315,7 +338,7 @@ class Providers:
                 return account.failure
             if self._oauth is None:
                 try:
-                    self._oauth = OAuthClient(self.ca_file)
+                    self._oauth = OAuthClient(self.ca_file, self.proxy)
                 except (OSError, ValueError) as error:  # ca_file unreadable
                     return AuthFailed(f"TLS setup for the OAuth exchange: {error}")
             now = self._clock()
@@ -356,6 +379,63 @@ class Providers:
             refreshed = True
             self._fcm_accounts[auth.service_account["client_email"]].cache.invalidate(token)
 
+    async def _send_webpush(
+        self, app: App, auth: WebPushAuth, device: Device, message: PushMessage, expires_at: float
+    ) -> Outcome:
+        """RFC 8030/8291/8292: one pool per push service origin (the VAPID signature is
+        per request, so browsers of every app share the service's connections)."""
+        try:
+            subscription = webpush.parse_subscription(device)
+        except webpush.SubscriptionError as error:
+            return Rejected(f"web push subscription: {error}")
+        now = self._clock()
+        try:
+            vapid = self._vapid_tokens.header(auth, subscription.origin, now)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+            return AuthFailed(f"app {app.app_id}: VAPID key: {error}")
+        # RFC 8291 §3.1: a new ephemeral key (and salt) for every message.
+        ephemeral = ec.generate_private_key(ec.SECP256R1())
+        request = webpush.build_request(
+            app, device, message, vapid, now, expires_at, ephemeral, os.urandom(16)
+        )
+        if isinstance(request, Rejected):
+            return request
+        origin = Origin(subscription.host, subscription.port)
+        response = await self._webpush_request(origin, request, app.app_id)
+        if not isinstance(response, HttpResponse):
+            return response
+        return webpush.interpret_response(response.status, response.headers, response.body)
+
+    async def _webpush_request(
+        self, origin: Origin, request: HttpRequest, app_id: str
+    ) -> HttpResponse | Outcome:
+        """HTTP/2 (the shared transport) unless the push service did not negotiate h2:
+        then, from that answer on, HTTP/1.1 for that origin (`http1.py`)."""
+        if origin not in self._http1_origins:
+            try:
+                pool = self._pool_by_key(PoolKey("webpush", origin, ""), None, app_id)
+            except (OSError, ValueError) as error:
+                return AuthFailed(f"app {app_id}: {error}")
+            try:
+                return await pool.request(request)
+            except ConnectError as error:
+                if not error.no_h2:
+                    return self._connect_outcome(error)
+                log.info("%s offers no HTTP/2: Web Push over HTTP/1.1", origin.authority)
+                self._http1_origins.add(origin)
+            except StreamReset as error:
+                return Rejected(str(error))
+            except ConnectionLost as error:
+                return RetryLater(str(error))
+        if self._http1 is None:
+            try:
+                self._http1 = Http1Client(
+                    self.ca_file, self.proxy, self._pool_options["idle_timeout"]
+                )
+            except (OSError, ValueError) as error:  # ca_file unreadable
+                return AuthFailed(f"TLS setup for HTTP/1.1: {error}")
+        return await self._http1.request(origin, request)
+
     # --- pools ---------------------------------------------------------------------
 
     def _key_for(self, app: App) -> PoolKey:
@@ -367,6 +447,8 @@ class Providers:
             host, port = apns.split_host(app.host)
             ident = _fingerprint(auth.team_id, auth.key_id, auth.key_pem)
             return PoolKey("apns-token", Origin(host, port), ident)
+        if not isinstance(auth, FirebaseAuth):
+            raise ValueError(f"app {app.app_id}: no pool per app for {app.type}")
         parts = urllib.parse.urlsplit(auth.base_url)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"FCM base URL must be https://host[:port], not {auth.base_url!r}")
@@ -391,13 +473,18 @@ class Providers:
         if previous is not None and previous != key:
             self._retire(app.app_id, previous)
         self._app_pools[app.app_id] = key
+        client_pem = app.auth.pem if isinstance(app.auth, AppleCertAuth) else None
+        return self._pool_by_key(key, client_pem, app.app_id)
+
+    def _pool_by_key(self, key: PoolKey, client_pem: str | None, app_id: str) -> Pool:
+        if self._nursery is None or self._closed:
+            raise RuntimeError("Providers is not running (use `async with Providers(...)`)")
         pool = self._pools.get(key)
         if pool is None:
-            client_pem = app.auth.pem if isinstance(app.auth, AppleCertAuth) else None
             context = make_ssl_context(self.ca_file, client_pem)
             pool = Pool(key.origin, context, self._nursery, **self._pool_options)
             self._pools[key] = pool
-            log.info("new %s pool for %s (app %s)", key.kind, key.origin.authority, app.app_id)
+            log.info("new %s pool for %s (app %s)", key.kind, key.origin.authority, app_id)
         return pool
 
     def _retire(self, app_id: str, key: PoolKey) -> None:
@@ -423,8 +510,10 @@ class Providers:
         """`pools`, `connections` (total), `connections_per_pool` ("kind origin cred" ->
         count), `pushes` (count per outcome: delivered, token_invalid, retry_later,
         auth_failed, rejected), `retries`, `provider_tokens_generated`, `oauth_exchanges`,
+        `proxy` (host:port of `[push] proxy`, never its credentials, or None),
         and `pool_details` (per pool: connects, connect_failures, barren_connections
-        (connected, then closed without answering), replays, goaways, open streams)."""
+        (connected, then closed without answering), replays, goaways, idle_closes (closed
+        after `idle_timeout` unused), open streams)."""
         pools = [
             {"kind": key.kind, "credential": key.credential[:8], **pool.statistics()}
             for key, pool in self._pools.items()
@@ -439,5 +528,9 @@ class Providers:
             "retries": self.retries,
             "provider_tokens_generated": self._provider_tokens.generated,
             "oauth_exchanges": self._oauth.exchanges if self._oauth else 0,
+            "vapid_tokens_generated": self._vapid_tokens.generated,
+            "http1_origins": sorted(o.authority for o in self._http1_origins),
+            "http1_requests": self._http1.requests if self._http1 else 0,
+            "proxy": self.proxy.address if self.proxy is not None else None,
             "pool_details": pools,
         }

@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..model import AuthFailed, RetryLater
 from . import fcm
+from .proxy import REFUSING_STATUSES, Proxy
 from .transport import make_ssl_context, tls_refused
 
 TOKEN_TIMEOUT = 10.0
@@ -38,11 +39,24 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 
 class OAuthClient:
-    def __init__(self, ca_file: str | None = None) -> None:
+    def __init__(self, ca_file: str | None = None, proxy: Proxy | None = None) -> None:
         # httpcore sets ALPN on the context it is given: it gets its own.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=make_ssl_context(ca_file), http1=True, http2=True, max_connections=4
-        )
+        self._pool: httpcore.AsyncConnectionPool
+        if proxy is None:
+            self._pool = httpcore.AsyncConnectionPool(
+                ssl_context=make_ssl_context(ca_file), http1=True, http2=True, max_connections=4
+            )
+        else:
+            # DESIGN §9: through the proxy too (httpcore tunnels https with CONNECT).
+            self._pool = httpcore.AsyncHTTPProxy(
+                proxy_url=proxy.url,
+                proxy_auth=proxy.basic_credentials,
+                ssl_context=make_ssl_context(ca_file),
+                http1=True,
+                http2=True,
+                max_connections=4,
+            )
+        self._proxy = proxy
         self.exchanges = 0
 
     async def fetch(
@@ -79,7 +93,16 @@ class OAuthClient:
             detail = next((str(e) for e in reversed(chain) if str(e)), type(error).__name__)
             if any(tls_refused(e) for e in chain):  # expired/unknown certificate: no retry
                 return AuthFailed(f"OAuth token endpoint: TLS refused: {detail}")
-            return RetryLater(f"OAuth token endpoint: {type(error).__name__}: {detail}")
+            via = f" (via proxy {self._proxy.address})" if self._proxy is not None else ""
+            return RetryLater(f"OAuth token endpoint{via}: {type(error).__name__}: {detail}")
+        except httpcore.ProxyError as error:
+            # httpcore's message is "<status> <reason>" of the proxy's answer to CONNECT.
+            where = self._proxy.address if self._proxy is not None else "?"
+            status = str(error).split(" ", 1)[0]
+            text = f"OAuth token endpoint: proxy {where} answered CONNECT with {error}"
+            if status.isdigit() and int(status) in REFUSING_STATUSES:
+                return AuthFailed(text)
+            return RetryLater(text)
         except httpcore.UnsupportedProtocol as error:
             return AuthFailed(f"OAuth token_uri unusable: {error}")
         if response.status >= 500 or response.status == 429:

@@ -36,6 +36,8 @@ which also counts connections that closed without answering anything (a flapping
 server), and requests that waited for a connect that failed fail with its error at once.
 A peer silent for SILENCE_PROBE while streams wait (or that sent nothing back to a
 stream its caller gave up on) is PINGed and takes no new stream until it answers.
+A connection unused for `idle_timeout` (DESIGN §9, `[push] idle_timeout`) closes with
+GOAWAY (NO_ERROR); the next request opens a new one.
 
 Exceptions that escape `Pool.request`: `ConnectError`, `ConnectionLost`, `StreamReset`
 (all `TransportError`, with the underlying error as `__cause__`) and trio.Cancelled.
@@ -63,6 +65,7 @@ import trio
 
 from ._hpack import CachingDecoder, StatelessEncoder
 from .http import HttpRequest, HttpResponse
+from .proxy import Proxy, Tunnel, TunnelError
 
 log = logging.getLogger("pusher_trio.providers.transport")
 
@@ -105,6 +108,8 @@ class ConnectError(TransportError):
 
     retry_after: float | None = None
     tls_refused = False  # a certificate was refused (ours or theirs): retrying will not help
+    proxy_refused = False  # the outbound proxy refused us (407, 403...): retrying will not help
+    no_h2 = False  # TLS worked but the server does not speak HTTP/2 (ALPN): use HTTP/1.1
 
 
 class ConnectionLost(TransportError):
@@ -139,6 +144,16 @@ def tls_refused(error: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _socket_reason(error: OSError) -> str:
+    """trio says "all attempts to connect ... failed"; the first attempt's errno says why."""
+    cause: BaseException | None = error.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"cannot connect: {cause.strerror.rsplit(': ', 1)[-1]}"
+    return f"cannot connect: {error.strerror or error}"
 
 
 class _Replay(Exception):
@@ -263,14 +278,19 @@ class Connection:
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
+        idle_timeout: float = 0.0,
+        proxy: Proxy | None = None,
         on_change: Any = None,
     ) -> None:
         self.origin = origin
+        self._proxy = proxy
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._idle_timeout = idle_timeout
         self._on_change = on_change
+        self._last_used = 0.0  # a request started or ended (idle closing counts from here)
         self._streams: dict[int, _Stream] = {}
         self._h2 = _H2Client(self._streams)
         self._h2.encoder = StatelessEncoder()  # type: ignore[assignment]
@@ -303,6 +323,7 @@ class Connection:
         self.responses = 0
         self.pings = 0
         self.connected_at = 0.0
+        self.idle_closed = False
 
     # --- state the pool reads -----------------------------------------------------
 
@@ -328,7 +349,7 @@ class Connection:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(self._sock)
             raise
-        self.connected_at = trio.current_time()
+        self.connected_at = self._last_used = trio.current_time()
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
@@ -337,6 +358,8 @@ class Connection:
                 nursery.start_soon(self._writer)
                 if self._ping_interval > 0:
                     nursery.start_soon(self._pinger)
+                if self._idle_timeout > 0:
+                    nursery.start_soon(self._idle_closer)
         except Exception as error:  # everything a dead peer can raise: logged, never fatal
             cause: BaseException = error
             while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
@@ -373,11 +396,18 @@ class Connection:
 
     async def _connect(self) -> None:
         try:
-            self._sock = await trio.open_tcp_stream(self.origin.host, self.origin.port)
+            if self._proxy is None:
+                self._sock = await trio.open_tcp_stream(self.origin.host, self.origin.port)
+            else:
+                await self._open_tunnel(self._proxy)
             await self._handshake()
             alpn = self._tls.selected_alpn_protocol()
             if alpn != "h2":
-                raise ConnectError(f"{self.origin.authority} did not negotiate h2 (ALPN {alpn!r})")
+                failure = ConnectError(
+                    f"{self.origin.authority} did not negotiate h2 (ALPN {alpn!r})"
+                )
+                failure.no_h2 = True
+                raise failure
             self._h2.local_settings = h2.settings.Settings(
                 client=True,
                 initial_values={
@@ -399,6 +429,30 @@ class Connection:
             failure = ConnectError(f"{self.origin.authority}: {error}")
             failure.tls_refused = tls_refused(error)
             raise failure from error
+
+    async def _open_tunnel(self, proxy: Proxy) -> None:
+        """DESIGN §9 `[push] proxy`: TCP to the proxy, CONNECT, then TLS inside the tunnel."""
+        tunnel = Tunnel(proxy, self.origin.host, self.origin.port)
+        try:
+            self._sock = await trio.open_tcp_stream(proxy.host, proxy.port)
+        except OSError as error:
+            raise ConnectError(f"proxy {proxy.address}: {_socket_reason(error)}") from error
+        try:
+            await self._sock.send_all(tunnel.request())
+            while True:
+                reply = tunnel.receive_data(await self._sock.receive_some(RECV_SIZE))
+                if reply is not None:
+                    break
+        except TunnelError as error:
+            raise ConnectError(str(error)) from error
+        except (OSError, trio.BrokenResourceError) as error:
+            raise ConnectError(f"proxy {proxy.address}: {error}") from error
+        if not reply.established:
+            failure = ConnectError(reply.describe(proxy, tunnel.target))
+            failure.proxy_refused = reply.refused
+            raise failure
+        if tunnel.trailing:
+            self._incoming.write(tunnel.trailing)
 
     async def _handshake(self) -> None:
         assert self._sock is not None
@@ -481,6 +535,7 @@ class Connection:
             return HttpResponse(stream.status, stream.headers, bytes(stream.body))
         finally:
             self.active -= 1
+            self._last_used = trio.current_time()
             if self._on_change is not None:
                 self._on_change()
 
@@ -605,6 +660,31 @@ class Connection:
                 self.suspect = False
                 self._changed()
 
+    async def _idle_closer(self) -> None:
+        """DESIGN §9: a connection unused for `idle_timeout` closes with GOAWAY (NO_ERROR).
+
+        The pool opens a new one on the next push. Apple keeps idle connections alive
+        with PING meanwhile (`_pinger`); this bounds how long an unused pool holds a
+        connection (and a provider's server slot) at all. The check and `closing` are
+        set without a checkpoint in between, so no request can take a slot meanwhile.
+        """
+        while True:
+            await trio.sleep_until(self._last_used + self._idle_timeout)
+            if self.active or self._streams or not self.usable:
+                # Busy (`_last_used` moves when it ends) or probed: look again soon.
+                await trio.sleep(min(self._idle_timeout, 1.0))
+                continue
+            if trio.current_time() < self._last_used + self._idle_timeout:
+                continue
+            self.idle_closed = True
+            log.info(
+                "closing %s: idle for %.0fs (reopened on the next push)",
+                self.origin.authority,
+                self._idle_timeout,
+            )
+            await self.aclose()
+            return
+
     async def _receive(self) -> bool:
         """Read once from the socket, decrypt every complete TLS record, feed h2."""
         assert self._sock is not None
@@ -726,6 +806,8 @@ class Pool:
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
         ping_timeout: float = 10.0,
+        idle_timeout: float = 0.0,
+        proxy: Proxy | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = CONNECT_BACKOFF_CAP,
     ) -> None:
@@ -736,6 +818,8 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._idle_timeout = idle_timeout
+        self._proxy = proxy
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._connections: list[Connection] = []
@@ -751,6 +835,7 @@ class Pool:
         self.barren_connections = 0  # connected but closed without answering anything
         self.replays = 0
         self.goaways = 0
+        self.idle_closes = 0
 
     @property
     def connections(self) -> list[Connection]:
@@ -818,6 +903,7 @@ class Pool:
         if any(c.dead for c in self._connections):
             dead = [c for c in self._connections if c.dead]
             self.goaways += sum(1 for c in dead if c.goaway)
+            self.idle_closes += sum(1 for c in dead if c.idle_closed)
             self._connections = [c for c in self._connections if not c.dead]
             barren = sum(1 for c in dead if c.requests and not c.responses)
             if barren:
@@ -852,6 +938,8 @@ class Pool:
                 connect_timeout=self._connect_timeout,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
+                idle_timeout=self._idle_timeout,
+                proxy=self._proxy,
                 on_change=self._on_change,
             )
             try:
@@ -897,6 +985,8 @@ class Pool:
         error = ConnectError(f"{self.origin.authority}: {what}" + (f" ({last})" if last else ""))
         error.retry_after = max(0.0, self._next_attempt - trio.current_time())
         error.tls_refused = last.tls_refused if last is not None else False
+        error.proxy_refused = last.proxy_refused if last is not None else False
+        error.no_h2 = last.no_h2 if last is not None else False
         return error
 
     async def aclose(self) -> None:
@@ -917,5 +1007,7 @@ class Pool:
             "barren_connections": self.barren_connections,
             "replays": self.replays,
             "goaways": self.goaways + sum(1 for c in live if c.goaway),
+            "idle_closes": self.idle_closes
+            + sum(1 for c in self._connections if c.dead and c.idle_closed),
             "streams_per_connection": [len(c._streams) for c in live],
         }

@@ -218,6 +218,7 @@ class StandIn:
         self.connections = 0
         self.open_connections = 0
         self.goaways = 0
+        self.client_goaways = 0  # GOAWAY frames received from clients (a clean close)
 
     # --- configuration -----------------------------------------------------------------
 
@@ -444,6 +445,8 @@ class _ServerConnection:
                 self._dispatch(event.stream_id, entry[0], bytes(entry[1]), nursery)
         elif isinstance(event, h2.events.StreamReset):
             self.pending.pop(event.stream_id, None)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.server.client_goaways += 1
 
     def _dispatch(
         self,
@@ -557,7 +560,7 @@ class _ServerConnection:
         if settings:
             self.h2.update_settings(settings)
         await self.flush()
-        if reply.delivered is not None and reply.status == 200:
+        if reply.delivered is not None and 200 <= reply.status < 300:
             token_value, payload = reply.delivered
             if server._nursery is not None and server.on_delivered is not None:
                 server._nursery.start_soon(

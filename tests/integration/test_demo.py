@@ -31,6 +31,7 @@ async def test_demo_runs_the_whole_flow_for_ios_and_android() -> None:
     assert code == 0, err
     assert "iOS phone: alice@example.com (APNs)" in out
     assert "Android phone: bob@example.com (FCM)" in out
+    assert "Browser: carol@example.com (Web Push)" in out
     for step in STEPS:
         assert out.count(step) >= 2, (step, out)
     # every step line carries its milliseconds

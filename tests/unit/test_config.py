@@ -12,6 +12,7 @@ from pusher_trio.config import (
     default_config,
     default_state_dir,
     load_config,
+    load_proxy,
     parse_config,
     parse_host_port,
     parse_udp_listen,
@@ -62,6 +63,7 @@ def test_defaults_are_the_design_values_with_paths_in_the_data_folder() -> None:
     assert (config.push.wait_timeout, config.push.max_wait) == (20.0, 60.0)
     assert config.push.max_waiting == 10000
     assert config.push.ca_file == ""
+    assert config.push.idle_timeout == 600.0
     assert config.metrics.address is None
     assert (config.log.level, config.log.format) == ("info", "text")
     assert config.source is None
@@ -143,6 +145,13 @@ def test_tcp_can_be_disabled_and_unix_mode_octal_forms() -> None:
         ("[push]\nmax_waiting = 1.5\n", "push.max_waiting", "expected an integer"),
         ("[push]\nca_file = 'nope.pem'\n", "push.ca_file", "no such file"),
         ("[push]\nretries = 3\n", "push.retries", "unknown key"),
+        ("[push]\nidle_timeout = -1\n", "push.idle_timeout", "0 or more"),
+        ("[push]\nidle_timeout = '10m'\n", "push.idle_timeout", "expected a number"),
+        ("[push]\nproxy = 'https://p:3128'\n", "push.proxy", "expected http://host:port"),
+        ("[push]\nproxy = 'http://p'\n", "push.proxy", "no port"),
+        ("[push]\nproxy = 'http://u:pw@p:1'\n", "push.proxy", "push.proxy_password_file"),
+        ("[push]\nproxy = 'http://u@p:1'\n", "push.proxy", "set push.proxy_password_file"),
+        ("[push]\nproxy_password_file = 'nope'\n", "push.proxy_password_file", "cannot read"),
         ("[pushes]\nmax_wait = 3\n", "pushes", "unknown section"),
         ("push = 3\n", "push", "expected a table"),
         ("[control]\nunix_mode = '999'\n", "control.unix_mode", "octal"),
@@ -231,3 +240,44 @@ def test_example_file_has_every_key_with_the_default_values() -> None:
     assert (config.control.unix_mode, config.control.tcp) == ("0660", "127.0.0.1:5290")
     assert config.control.unix_socket == "/run/pusher-trio/control.sock"
     assert config.store.path == "/var/lib/pusher-trio/pusher.db"
+
+
+PROXY_SECRET = "pr0xy-pw"
+
+
+def _proxy_config(tmp_path: Path, mode: int, content: str = PROXY_SECRET + "\n") -> Path:
+    secret = tmp_path / "proxy.pw"
+    secret.write_text(content)
+    secret.chmod(mode)
+    file = tmp_path / "pusher.toml"
+    file.write_text(
+        '[push]\nproxy = "http://pusher@proxy.dc1:3128"\nproxy_password_file = "proxy.pw"\n'
+    )
+    return file
+
+
+def test_proxy_password_comes_from_its_file(tmp_path: Path) -> None:
+    config = load_config(_proxy_config(tmp_path, 0o600), env=ENV)
+    assert config.push.proxy_password_file == str(tmp_path / "proxy.pw")  # relative to the file
+    proxy = load_proxy(config.push)
+    assert proxy is not None
+    assert (proxy.host, proxy.port, proxy.username) == ("proxy.dc1", 3128, "pusher")
+    assert proxy.password == PROXY_SECRET
+    assert PROXY_SECRET not in repr(config) + repr(proxy)
+
+
+def test_no_proxy_by_default() -> None:
+    assert load_proxy(default_config(ENV).push) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "content", "words"),
+    [(0o604, PROXY_SECRET, "readable by anyone"), (0o600, "\n", "is empty")],
+)
+def test_bad_proxy_password_file_is_refused(
+    tmp_path: Path, mode: int, content: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_proxy_config(tmp_path, mode, content), env=ENV)
+    assert info.value.key == "push.proxy_password_file"
+    assert words in str(info.value) and PROXY_SECRET not in str(info.value)

@@ -361,8 +361,26 @@ def test_rfc8599_wins_over_legacy() -> None:
     assert one_device(contact).token == TOKEN
 
 
-def test_webpush_is_not_a_target() -> None:
-    assert one_device("<sip:alice@10.0.0.1;pn-provider=webpush;pn-prid=x;pn-param=y>") is None
+WEB_ENDPOINT = "https://push.example.net/wpush/v2/gAAAAABk-x_1"
+P256DH = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM"
+AUTH = "tBHItJI5svbpez7KI4CCXg"
+
+
+def test_webpush_endpoint_and_keys_from_pn_prid_and_pn_param() -> None:
+    encoded = WEB_ENDPOINT.replace(":", "%3A").replace("/", "%2F")
+    device = one_device(
+        f"<sip:alice@10.0.0.1;transport=ws;pn-provider=webpush;pn-prid={encoded};"
+        f"pn-param={P256DH}.{AUTH}>"
+    )
+    assert device is not None
+    assert (device.type, device.app, device.token) == ("webpush", "", WEB_ENDPOINT)
+    assert device.extra == {"source": "rfc8599", "p256dh": P256DH, "auth": AUTH}
+
+
+def test_webpush_without_keys_is_a_target_without_payload_keys() -> None:
+    device = one_device(f"<sip:alice@10.0.0.1;pn-provider=webpush;pn-prid={WEB_ENDPOINT}>")
+    assert device is not None and device.type == "webpush"
+    assert device.extra == {"source": "rfc8599"}
 
 
 # --- legacy ---------------------------------------------------------------------------
