@@ -50,7 +50,6 @@ DATAGRAM_OUTCOMES = (
     "dropped_malformed",
     "errors",
 )
-SNAPSHOT_TIMEOUT = 5.0  # a scrape waits this long for the trio thread, then gets no snapshot
 
 
 class PushMetrics:
