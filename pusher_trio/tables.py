@@ -56,6 +56,15 @@ def status_text(status: Mapping[str, Any]) -> str:
         ("registrations", _num(status.get("registrations"))),
         ("connections", _num(providers.get("connections"))),
     ]
+    hep = _map(status.get("hep"))
+    if hep.get("capture") not in (None, "-"):
+        headline.append(
+            (
+                "homer",
+                f"{hep['capture']}: {_num(hep.get('sent'))} events sent,"
+                f" {_num(hep.get('dropped'))} dropped, {_num(hep.get('errors'))} errors",
+            )
+        )
     out.extend(table([[f"{label}:", value] for label, value in headline]))
 
     by_provider = _map(status.get("pushes_by_provider"))

@@ -123,6 +123,16 @@ class Prometheus:
 
 
 def test_the_dashboard_has_the_panels_operators_look_for() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "pusher-trio"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"datasource", "job", "instance"}
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert panel["targets"], panel["title"]
     titles = " | ".join(title for title, _ in dashboard_queries())
     for wanted in ("Push rate", "Push latency", "Wake latency", "Waiting calls", "Datagram"):
         assert wanted in titles

@@ -445,6 +445,7 @@ STATUS = {
     "latency_ms": {"push_out": {"count": 26, "mean": 0.4, "p50": 0.3, "p99": 1.2, "max": 2.0}},
     "datagrams": {"received": 60, "registers": 30, "responses": 30, "dropped_malformed": 0},
     "providers": {"connections": 2},
+    "hep": {"capture": "homer:9060", "sent": 99, "dropped": 0, "errors": 1},
 }  # fmt: skip
 
 
@@ -467,6 +468,17 @@ def test_status_on_a_terminal_is_tables_and_piped_is_json(daemon: FakeDaemon) ->
     assert ["Timeout", "2"] in lines
     assert ["push_out", "26", "0.4", "0.3", "1.2", "2"] in lines
     assert ["dropped_malformed", "0"] in lines
+    assert [
+        "homer:",
+        "homer:9060:",
+        "99",
+        "events",
+        "sent,",
+        "0",
+        "dropped,",
+        "1",
+        "errors",
+    ] in lines
     forced = Terminal()
     assert cli.main(["status", "--json"], out=forced) == 0
     assert json.loads(forced.getvalue()) == STATUS
