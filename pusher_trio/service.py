@@ -63,6 +63,7 @@ from .model import (
     TokenType,
     mask_token,
 )
+from .pns import check_contacts, vapid_public_keys
 from .store import Store, structure_app
 from .waiters import Registration, Waiters, WaitGroup
 
@@ -371,6 +372,9 @@ class Service:
         self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
         self._requests: dict[str, int] = {}
+        self._checks: dict[str, int] = {}
+        # RFC 8599 +sip.pnsreg lead time in seconds when binding-refresh pushes are on
+        self.pnsreg: int | None = None
         self._latency = {
             "push_out": _Latency(),
             "wake": _Latency(),
@@ -379,6 +383,7 @@ class Service:
         self._methods: dict[str, Callable[[dict[str, JSON], float], Awaitable[JSON]]] = {
             "push": self.rpc_push,
             "cancel": self.rpc_cancel,
+            "check": self.rpc_check,
             "status": self.rpc_status,
             "devices.list": self.rpc_devices_list,
             "devices.remove": self.rpc_devices_remove,
@@ -793,6 +798,32 @@ class Service:
             if known.token == device.token:
                 self.store.invalidate(device.aor, known.device_id, reason, now)
 
+    # --- check (RFC 8599 at REGISTER time, DESIGN §12) ----------------------------------------
+    async def rpc_check(self, params: dict[str, JSON], received: float) -> JSON:
+        """May this REGISTER's push params be served (else 555), and its Feature-Caps."""
+        contact = params.get("contact")
+        if not isinstance(contact, str) or not contact:
+            raise InvalidParams("contact (the REGISTER's Contact header value) is required")
+        expires = params.get("expires")
+        if expires in ("", None):
+            expires = None
+        elif isinstance(expires, str) and expires.strip().isdigit():
+            expires = int(expires)
+        elif isinstance(expires, bool) or not isinstance(expires, int):
+            raise InvalidParams("expires must be a number of seconds")
+        apps = self.store.apps()
+        result = check_contacts(
+            contact,
+            apps=apps,
+            app_for=self.app_for,
+            expires=expires,
+            vapid_keys=vapid_public_keys(apps.values()),
+            pnsreg=self.pnsreg,
+            now=self._clock(),
+        )
+        self._checks[result.status] = self._checks.get(result.status, 0) + 1
+        return result.to_json()
+
     # --- cancel, status --------------------------------------------------------------------
     async def rpc_cancel(self, params: dict[str, JSON], received: float) -> JSON:
         call_id = params.get("call_id", params.get("Call-ID"))
@@ -811,6 +842,7 @@ class Service:
             "pushes": dict(self._pushes),
             "pushes_by_provider": {k: dict(v) for k, v in self._pushes_by_provider.items()},
             "requests": dict(self._requests),
+            "checks": dict(self._checks),
             "waiters": self.waiters.statistics(),
             "latency_ms": {name: lat.summary() for name, lat in self._latency.items()},
         }
