@@ -70,6 +70,11 @@ class Registered:
     contact: str
     devices: list[Device]
     at: float
+    # Which binding this is, so that Kamailio relays to it alone after a wake-up (DESIGN §12):
+    # usrloc keeps the Call-ID and CSeq of the REGISTER that last wrote a binding.
+    instance: str | None = None
+    call_id: str = ""
+    cseq: int = 0
 
 
 @attrs.frozen
@@ -243,6 +248,12 @@ def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
         push_type: PushType = "voip" if "voip" in services else "alert"
         token = _split_prid(prid, ["voip", "remote"] if push_type == "voip" else services)
         extra = {"source": "rfc8599", "team_id": team}
+        if push_type == "voip" and "remote" in services:
+            # Linphone's voip&remote: the remote (alert) token takes the missed-call
+            # alert; a PushKit token cannot (DESIGN §12).
+            alert_token = _split_prid(prid, ["remote"])
+            if alert_token and alert_token != token:
+                extra["alert_token"] = alert_token
         return ("apple", bundle, token, sandbox, push_type, extra)
     if provider == "fcm":
         # RFC 8599 (FCM): pn-param is the project (Linphone sends the project number);
@@ -407,10 +418,17 @@ def _summarize(request: sip.Request) -> _Request:
     return _Request(aor, user_agent, wildcard, tuple(bindings), size)
 
 
-def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[Event]:
+def _events(
+    req: _Request,
+    now: float,
+    user_agents: Mapping[str, Any],
+    call_id: str = "",
+    cseq: int = 0,
+) -> list[Event]:
     if req.wildcard:
         return [Unregistered(req.aor, None, now)]
     bound_uri: str | None = None
+    bound_instance: str | None = None
     devices: dict[str, Device] = {}
     gone: list[str] = []
     for b in req.bindings:
@@ -425,7 +443,7 @@ def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[E
         )
         if b.expires > 0:
             if bound_uri is None:
-                bound_uri = b.uri
+                bound_uri, bound_instance = b.uri, b.instance
             if device is not None:
                 devices[device.device_id] = device
         else:
@@ -436,7 +454,11 @@ def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[E
     if gone:
         events.append(Unregistered(req.aor, gone, now))
     if bound_uri is not None:
-        events.append(Registered(req.aor, bound_uri, list(devices.values()), now))
+        events.append(
+            Registered(
+                req.aor, bound_uri, list(devices.values()), now, bound_instance, call_id, cseq
+            )
+        )
     return events
 
 
@@ -511,9 +533,9 @@ class RegistrationTable:
                 return []
             req = _summarize(message)
             self._stats["registers"] += 1
-            if not self.require_2xx:
-                return self._count(_events(req, now, user_agents))
             number, _ = message.cseq
+            if not self.require_2xx:
+                return self._count(_events(req, now, user_agents, message.call_id, number))
             self._remember((message.call_id, number), now, req, req.size)
             return []
         number, method = message.cseq
@@ -570,7 +592,7 @@ class RegistrationTable:
             except sip.SipParseError:
                 self._stats["malformed_registers"] += 1
                 return []
-        return self._count(_events(item, now, user_agents))
+        return self._count(_events(item, now, user_agents, call_id, cseq))
 
     def is_pending(self, call_id: str, cseq: int) -> bool:
         """True when a response with this key would complete a REGISTER we saw."""

@@ -35,6 +35,8 @@ import attrs
 import cattrs
 import trio
 
+import sip
+
 from .control.jsonrpc import (
     ControlError,
     InternalError,
@@ -62,6 +64,14 @@ from .model import (
     TokenInvalid,
     TokenType,
     mask_token,
+)
+from .missed import (
+    ALERT_LIFETIME,
+    ANSWERED_REASONS,
+    UNANSWERED_REASONS,
+    Alert,
+    MissedCalls,
+    alert_for,
 )
 from .pns import check_contacts, vapid_public_keys
 from .store import Store, structure_app
@@ -167,6 +177,28 @@ def normalize_aor(text: str) -> str:
     return f"{user}{at}{host.lower()}"
 
 
+def fresh_binding(event: RegisteredEvent) -> dict[str, JSON]:
+    """What Kamailio needs to relay to the binding that just registered, and only to it
+    (DESIGN §12): usrloc keeps the Call-ID and CSeq of the REGISTER that last wrote each
+    binding (`$ulc(p=>callid)`, `$ulc(p=>cseq)`), and its `+sip.instance`; `address` is the
+    Contact's host:port, the last resort. No token in any of them.
+
+    Events from elsewhere (another node, older code) may lack the first three: left empty.
+    """
+    try:
+        uri = sip.parse_uri(event.contact)
+        host = uri.host
+        address = f"{host}:{uri.port or 5060}" if host else ""
+    except sip.SipParseError:
+        address = ""
+    return {
+        "call_id": str(getattr(event, "call_id", "") or ""),
+        "cseq": int(getattr(event, "cseq", 0) or 0),
+        "instance": str(getattr(event, "instance", "") or ""),
+        "address": address,
+    }
+
+
 def shown_device_id(device: Device) -> str:
     """A device without +sip.instance is identified by its token (DESIGN §8): mask it."""
     if device.device_id == device.token or (device.token and device.token in device.device_id):
@@ -199,6 +231,8 @@ def app_view(app: App) -> dict[str, JSON]:
         "push_type": app.push_type,
         "auth": auth_kind(app),
         "payload_template": app.payload_template is not None,
+        "missed_call": app.missed_call,
+        "missed_call_template": app.missed_call_template is not None,
     }
     if isinstance(app.auth, AppleTokenAuth):
         view.update(key_id=app.auth.key_id, team_id=app.auth.team_id)
@@ -373,6 +407,8 @@ class Service:
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
         self._requests: dict[str, int] = {}
         self._checks: dict[str, int] = {}
+        self._missed = MissedCalls()
+        self._missed_calls: dict[str, int] = {}
         # RFC 8599 +sip.pnsreg lead time in seconds when binding-refresh pushes are on
         self.pnsreg: int | None = None
         self._latency = {
@@ -384,6 +420,7 @@ class Service:
             "push": self.rpc_push,
             "cancel": self.rpc_cancel,
             "check": self.rpc_check,
+            "call_ended": self.rpc_call_ended,
             "status": self.rpc_status,
             "devices.list": self.rpc_devices_list,
             "devices.remove": self.rpc_devices_remove,
@@ -454,7 +491,7 @@ class Service:
         contact = mask_contact(
             event.contact, [d.token for d in event.devices], self._token_param_names()
         )
-        self.waiters.notify_registered(event.aor, contact, event.at)
+        self.waiters.notify_registered(event.aor, contact, event.at, fresh_binding(event))
 
     def _token_param_names(self) -> list[str]:
         """The URI params the Kazoo User-Agents mapping names as Token-ID."""
@@ -611,6 +648,10 @@ class Service:
                 if group.scope is not None and not shared.done.is_set():
                     # The push in flight keeps trying for the longest-waiting request.
                     group.scope.deadline = max(group.scope.deadline, deadline)
+            # this call pushed: if it ends unanswered, its devices get a missed-call alert
+            self._missed.remember(
+                request.call_id, request.aor, request.message, shared.devices, self._clock()
+            )
             with trio.move_on_at(deadline):
                 registration = await self.waiters.wait(w)
                 return self._registered(request, registration, shared, accepted)
@@ -644,6 +685,7 @@ class Service:
             "contact": registration.contact,
             "waited_ms": round((trio.current_time() - accepted) * 1000),
             "pushes": shared.report(),
+            "binding": dict(registration.binding) if registration.binding else None,
         }
 
     async def _push_without_waiting(
@@ -824,6 +866,72 @@ class Service:
         self._checks[result.status] = self._checks.get(result.status, 0) + 1
         return result.to_json()
 
+    # --- missed calls (DESIGN §12) ---------------------------------------------------------------
+    def _count_missed(self, what: str, n: int = 1) -> None:
+        self._missed_calls[what] = self._missed_calls.get(what, 0) + n
+
+    async def rpc_call_ended(self, params: dict[str, JSON], received: float) -> JSON:
+        """A call ended before it was answered here (Kamailio's notification): end its wait,
+        and unless it was answered elsewhere, send its pushed devices a missed-call alert."""
+        call_id = params.get("call_id")
+        reason = params.get("reason", "")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidParams("call_id is required")
+        if not isinstance(reason, str) or reason not in ANSWERED_REASONS | UNANSWERED_REASONS:
+            known = ", ".join(sorted(ANSWERED_REASONS | UNANSWERED_REASONS))
+            raise InvalidParams(f"reason must be one of {known}")
+        cancelled = self.waiters.cancel(call_id)
+        call = self._missed.pop(call_id, self._clock())
+        if call is None:
+            self._count_missed("unknown_call")
+            return {"cancelled": cancelled, "alerts": 0}
+        if reason in ANSWERED_REASONS:
+            self._count_missed("answered_elsewhere")
+            return {"cancelled": cancelled, "alerts": 0}
+        alerts: list[Alert] = []
+        for device in call.devices:
+            alert = alert_for(self.app_for(device), device, call)
+            if isinstance(alert, Alert):
+                alerts.append(alert)
+            else:
+                self._count_missed(f"skipped_{alert}")
+        if alerts:
+            if self._nursery is None:
+                raise ShuttingDown("the push service is not running")
+            self._nursery.start_soon(self._send_alerts, alerts, reason)
+        return {"cancelled": cancelled, "alerts": len(alerts)}
+
+    async def _send_alerts(self, alerts: Sequence[Alert], reason: str) -> None:
+        expires_at = self._clock() + ALERT_LIFETIME
+        with trio.move_on_after(self.max_wait):
+            for alert in alerts:
+                try:
+                    outcome = await self.pusher.send(
+                        alert.app, alert.device, alert.message, expires_at=expires_at
+                    )
+                except Exception as exc:  # a provider bug fails this alert, not the service
+                    outcome = Rejected(f"internal error: {type(exc).__name__}")
+                name = outcome_name(outcome)
+                self._count_missed(f"alert_{name}")
+                if isinstance(outcome, TokenInvalid) and alert.device.aor:
+                    self._invalidate(alert.device, outcome.reason)
+                log.info(
+                    "missed-call alert call_id=%s aor=%s reason=%s outcome=%s",
+                    alert.message.call_id,
+                    alert.device.aor,
+                    reason,
+                    name,
+                    extra={
+                        "fields": {
+                            "call_id": alert.message.call_id,
+                            "aor": alert.device.aor,
+                            "token": mask_token(alert.device.token),
+                            "reason": reason,
+                            "outcome": name,
+                        }
+                    },
+                )
+
     # --- cancel, status --------------------------------------------------------------------
     async def rpc_cancel(self, params: dict[str, JSON], received: float) -> JSON:
         call_id = params.get("call_id", params.get("Call-ID"))
@@ -843,6 +951,7 @@ class Service:
             "pushes_by_provider": {k: dict(v) for k, v in self._pushes_by_provider.items()},
             "requests": dict(self._requests),
             "checks": dict(self._checks),
+            "missed_calls": dict(self._missed_calls),
             "waiters": self.waiters.statistics(),
             "latency_ms": {name: lat.summary() for name, lat in self._latency.items()},
         }

@@ -178,3 +178,23 @@ async def test_sidecar_down_registers_anyway_without_feature_caps(
         res = await register(flow, phone, "register.xml", trap.port)
     (ok,) = [r for r in replies(res) if "SIP/2.0 200" in r]
     assert header(ok, "Feature-Caps") == ['*;+sip.pns="apns,fcm"']
+
+
+async def test_after_a_wake_up_only_the_fresh_binding_gets_the_invite(
+    flow: Flow, trap: UdpTrap
+) -> None:
+    """A registered-but-asleep phone: its stale contact (the trap, silent) gets the first
+    INVITE, the no-answer timer pushes, the phone registers from a new port; the call goes
+    to that binding alone: the trap never sees a second INVITE branch."""
+    phone = ios_phone("stale")
+    with trio.fail_after(40):
+        res = await register(flow, phone, "register.xml", trap.port)
+        assert res.returncode == 0, res.stdout
+        await flow.wait_device(phone, lambda d: d is not None)
+        call = await flow.call("call_answered.xml", phone.user)
+        assert call.returncode == 0, call.stdout + flow.debug()
+        uas = await flow.uas[phone.user].wait()
+    assert uas.returncode == 0, uas.stdout
+    assert flow.pushes_to(phone) == 1
+    assert len(trap.branches("INVITE")) == 1, trap.received
+    assert "relaying to the fresh binding" in flow.kam.log()
