@@ -48,6 +48,14 @@ from .control.jsonrpc import (
     ShuttingDown,
     Timeout,
 )
+from .missed import (
+    ALERT_LIFETIME,
+    ANSWERED_REASONS,
+    UNANSWERED_REASONS,
+    Alert,
+    MissedCalls,
+    alert_for,
+)
 from .model import (
     App,
     AppleCertAuth,
@@ -64,14 +72,6 @@ from .model import (
     TokenInvalid,
     TokenType,
     mask_token,
-)
-from .missed import (
-    ALERT_LIFETIME,
-    ANSWERED_REASONS,
-    UNANSWERED_REASONS,
-    Alert,
-    MissedCalls,
-    alert_for,
 )
 from .pns import check_contacts, vapid_public_keys
 from .store import Store, structure_app
@@ -155,6 +155,12 @@ def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable
             for form in {token, quote(token, safe="")}:
                 text = text.replace(form, mask_token(token))
     return text
+
+
+def device_tokens(device: Device) -> list[str]:
+    """Every token a device record holds (the push token, and Linphone's alert token)."""
+    alert = device.extra.get("alert_token")
+    return [device.token, alert] if alert else [device.token]
 
 
 def normalize_aor(text: str) -> str:
@@ -489,7 +495,9 @@ class Service:
         if self.waiters.group(event.aor) is None:
             return  # the common case at thousands of REGISTERs per second: nothing to mask
         contact = mask_contact(
-            event.contact, [d.token for d in event.devices], self._token_param_names()
+            event.contact,
+            [t for d in event.devices for t in device_tokens(d)],
+            self._token_param_names(),
         )
         self.waiters.notify_registered(event.aor, contact, event.at, fresh_binding(event))
 
@@ -655,6 +663,12 @@ class Service:
             with trio.move_on_at(deadline):
                 registration = await self.waiters.wait(w)
                 return self._registered(request, registration, shared, accepted)
+            # Kamailio answers the caller 480: the call ended unanswered (DESIGN §12). A
+            # wake-up that never reached the phone gets no alert piled onto the same provider.
+            if shared.done.is_set() and shared.delivered:
+                self._call_ended(request.call_id, "timeout")
+            else:
+                self._missed.pop(request.call_id, self._clock())
             if shared.done.is_set():
                 raise Timeout(
                     f"no registration of {request.aor} before the deadline",
@@ -881,13 +895,19 @@ class Service:
             known = ", ".join(sorted(ANSWERED_REASONS | UNANSWERED_REASONS))
             raise InvalidParams(f"reason must be one of {known}")
         cancelled = self.waiters.cancel(call_id)
+        return {"cancelled": cancelled, "alerts": self._call_ended(call_id, reason)}
+
+    def _call_ended(self, call_id: str, reason: str) -> int:
+        """Send the missed-call alerts of a call that pushed (in the background); how many."""
+        if not call_id:
+            return 0
         call = self._missed.pop(call_id, self._clock())
         if call is None:
             self._count_missed("unknown_call")
-            return {"cancelled": cancelled, "alerts": 0}
+            return 0
         if reason in ANSWERED_REASONS:
             self._count_missed("answered_elsewhere")
-            return {"cancelled": cancelled, "alerts": 0}
+            return 0
         alerts: list[Alert] = []
         for device in call.devices:
             alert = alert_for(self.app_for(device), device, call)
@@ -895,11 +915,9 @@ class Service:
                 alerts.append(alert)
             else:
                 self._count_missed(f"skipped_{alert}")
-        if alerts:
-            if self._nursery is None:
-                raise ShuttingDown("the push service is not running")
+        if alerts and self._nursery is not None:
             self._nursery.start_soon(self._send_alerts, alerts, reason)
-        return {"cancelled": cancelled, "alerts": len(alerts)}
+        return len(alerts)
 
     async def _send_alerts(self, alerts: Sequence[Alert], reason: str) -> None:
         expires_at = self._clock() + ALERT_LIFETIME
@@ -991,7 +1009,7 @@ class Service:
             "state": device.state,
             "reason": device.reason,
             "user_agent": device.user_agent,
-            "contact": mask_contact(device.contact, [device.token], param_names),
+            "contact": mask_contact(device.contact, device_tokens(device), param_names),
             "last_registered": device.last_registered,
         }
 

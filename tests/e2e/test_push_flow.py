@@ -99,6 +99,7 @@ class Flow:
         self.procs: list[SippProcess] = []
         self.uas: dict[str, SippProcess] = {}  # user -> the woken phone's UAS
         self.calls_per_wake = 1
+        self.uas_scenario = "uas_phone.xml"  # what the woken phone does with the INVITE
         self._n = 0
 
     def name(self, prefix: str) -> str:
@@ -151,7 +152,7 @@ class Flow:
         """The woken phone: a UAS on a fresh port, then a REGISTER naming that port."""
         uas_port = free_port()
         uas = SippProcess(
-            "uas_phone.xml", remote=self.kam.sip_port, workdir=self.tmp, name=self.name("uas"),
+            self.uas_scenario, remote=self.kam.sip_port, workdir=self.tmp, name=self.name("uas"),
             local_port=uas_port, calls=self.calls_per_wake, timeout_s=30,
         )  # fmt: skip
         self.uas[phone.user] = uas
