@@ -34,6 +34,7 @@ from tests.e2e.harness import (
     free_port,
     quoted,
     run_sipp,
+    subscriber_db,
 )
 
 pytestmark = pytest.mark.e2e
@@ -416,7 +417,7 @@ async def test_two_callers_to_one_sleeping_phone_one_push_both_connect(flow: Flo
 async def test_register_failing_authentication_never_changes_the_token(tmp_path: Path) -> None:
     defines: dict[str, str | int | None] = {
         "WITH_AUTH": None,
-        "AUTH_PASSWORD": quoted("right"),
+        "DBURL": subscriber_db(tmp_path / "kamailio.sqlite", {"ivan": "right"}),
         # the sidecar sees the failed attempt and its 401s, and must ignore them
         "WITH_MIRROR_BEFORE_AUTH": None,
     }
