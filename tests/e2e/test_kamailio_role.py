@@ -126,6 +126,14 @@ async def open_rig(tmp_path: Path, **defines: str | int | None) -> AsyncIterator
             nursery.cancel_scope.cancel()
 
 
+async def notified(rig: Rig, count: int) -> None:
+    """Until the stub has received `count` notifications (callers bound it with fail_after)."""
+    while True:
+        if len(rig.stub.notifications) >= count:
+            return
+        await trio.sleep(0.02)
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with open_rig(tmp_path) as r:
@@ -240,8 +248,7 @@ async def test_caller_cancel_while_waiting(rig: Rig) -> None:
         # the stub's wait ends Cancelled once the notification arrives
         await rig.stub.answered.wait()
         # cancel (ends the wait), then call_ended (the call pushed: a missed-call alert)
-        while len(rig.stub.notifications) < 2:
-            await trio.sleep(0.02)
+        await notified(rig, 2)
     assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
     assert 487 in [code for code, _ in res.statuses()]
     note, ended = rig.stub.notifications
@@ -332,8 +339,7 @@ async def test_caller_cancel_while_waiting_for_an_asleep_registered_phone(rig: R
         # the 180 comes from the push role once the no-answer timer fired; CANCEL 1 s later
         res = await rig.call("call_cancel.xml", "olga")
         await rig.stub.answered.wait()
-        while len(rig.stub.notifications) < 2:
-            await trio.sleep(0.02)
+        await notified(rig, 2)
     assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
     assert 487 in [code for code, _ in res.statuses()]
     (push,) = rig.stub.requests
