@@ -198,3 +198,28 @@ async def test_after_a_wake_up_only_the_fresh_binding_gets_the_invite(
     assert flow.pushes_to(phone) == 1
     assert len(trap.branches("INVITE")) == 1, trap.received
     assert "relaying to the fresh binding" in flow.kam.log()
+
+
+async def test_check_answers_are_cached_per_provider_and_param(flow: Flow, trap: UdpTrap) -> None:
+    """PUSHER_CHECK_CACHE_S: the second phone of the same app gets its Feature-Caps (and the
+    second unservable one its 555) from Kamailio's htable, without asking the sidecar."""
+    token = secrets.token_hex(32)
+    refused = Phone("refused2", token, f";pn-provider=acme;pn-prid={token};pn-param=x")
+    with trio.fail_after(30):
+        for user in ("cache1", "cache2"):
+            res = await register(flow, ios_phone(user), "register.xml", trap.port)
+            assert res.returncode == 0, res.stdout + flow.debug()
+            (ok,) = [r for r in replies(res) if "SIP/2.0 200" in r]
+            assert header(ok, "Feature-Caps") == ['*;+sip.pns="apns,fcm"']
+        for _ in range(2):
+            res = await register(flow, refused, "register_555.xml", trap.port)
+            assert res.returncode == 0, res.stdout + flow.debug()
+        assert (await flow.control("status"))["checks"] == {"ok": 1, "unsupported": 1}
+        # a removal is never refused, whatever the cache holds for its provider
+        keys = {"user": refused.user, "cport": str(trap.port), "cparams": refused.cparams}
+        res = await run_sipp(
+            "register.xml", remote=flow.kam.sip_port, workdir=flow.tmp, name="leave2",
+            keys={**keys, "ua": "x", "expires": "0"}, timeout_s=10,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stdout + flow.debug()
+    assert (await flow.control("devices.list", {"aor": "refused2@127.0.0.1"}))["devices"] == []
