@@ -150,6 +150,11 @@ def _positive(value: float) -> None:
         raise _BadValue(f"must be greater than 0, got {value!r}")
 
 
+def _not_negative(value: float) -> None:
+    if value < 0:
+        raise _BadValue(f"must be 0 or more, got {value!r}")
+
+
 def _one_of(choices: tuple[str, ...]) -> _Check:
     def check(value: str) -> None:
         if value not in choices:
@@ -200,6 +205,9 @@ class PushConfig:
     max_wait: float = attrs.field(default=60.0, validator=_field_check(_positive))
     max_waiting: int = attrs.field(default=10000, validator=_field_check(_positive))
     ca_file: str = ""
+    # RFC 8599 sip.pnsreg: seconds before a binding expires that a device which asked gets
+    # its refresh push; 0 turns binding-refresh pushes off (DESIGN §12)
+    binding_refresh_lead: float = attrs.field(default=120.0, validator=_field_check(_not_negative))
 
 
 @attrs.frozen
@@ -233,6 +241,7 @@ class Config:
             "wait_timeout": self.push.wait_timeout,
             "max_wait": self.push.max_wait,
             "max_waiting": self.push.max_waiting,
+            "binding_refresh_lead": self.push.binding_refresh_lead,
         }
 
 

@@ -122,8 +122,9 @@ class PushMessage:
     alert_params: tuple[str, ...] | None = None  # Kazoo Alert-Params (default [caller])
     sound: str | None = None  # Kazoo Sound
     payload: Mapping[str, object] | None = None  # Kazoo Payload: merged into the default payload
-    # "call" wakes the phone for a call; "missed_call" is the alert after it ended unanswered
-    kind: Literal["call", "missed_call"] = "call"
+    # "call" wakes the phone for a call; "missed_call" is the alert after it ended unanswered;
+    # "refresh" asks it to refresh its binding (RFC 8599 sip.pnsreg), showing nothing
+    kind: Literal["call", "missed_call", "refresh"] = "call"
 
 
 @attrs.frozen

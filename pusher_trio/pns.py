@@ -12,7 +12,8 @@ carries `pn-provider`, before `save()` (DESIGN §12):
   `pn-provider` but no usable `pn-prid`/`pn-param` is malformed (400), not unsupported.
 * The 2xx carries `Feature-Caps` (RFC 6809) with `+sip.pns` (the providers with an app
   configured), `+sip.vapid` (the Web Push VAPID public key, when a Web Push app exists)
-  and `+sip.pnsreg` when binding-refresh pushes are on.
+  and, to a UA whose Contact carries `+sip.pnsreg`, `+sip.pnsreg="<seconds>"` when
+  binding-refresh pushes are on: the sidecar pushes that long before the binding expires.
 
 Contacts without `pn-provider` (legacy Linphone/Kazoo params, the User-Agents mapping)
 are none of RFC 8599's business: always `ok`, no Feature-Caps.
@@ -106,6 +107,7 @@ def check_contacts(
         return CheckResult("invalid", f"unparsable Contact: {exc}")
     providers = served_providers(apps.values())
     asked = False
+    wants_refresh = False
     for contact in contacts:
         if contact.is_wildcard:
             continue
@@ -117,6 +119,7 @@ def check_contacts(
         if binding_expires == 0:
             continue
         asked = True
+        wants_refresh = wants_refresh or any(n.lower() == "+sip.pnsreg" for n in contact.params)
         if provider.endswith(".dev"):  # Linphone/Flexisip: apns.dev is APNs' sandbox
             provider = provider[:-4]
         if provider not in KNOWN_PROVIDERS or provider not in providers:
@@ -139,9 +142,10 @@ def check_contacts(
             return CheckResult("unsupported", f"no {provider} app configured for {device.app}")
     if not asked:
         return CheckResult("ok")
-    return CheckResult(
-        "ok", feature_caps=feature_caps(providers, vapid_keys, pnsreg), providers=tuple(providers)
-    )
+    # +sip.pnsreg only to a UA that asked for binding-refresh pushes (RFC 8599):
+    # the others keep their own refresh timers
+    caps = feature_caps(providers, vapid_keys, pnsreg if wants_refresh else None)
+    return CheckResult("ok", feature_caps=caps, providers=tuple(providers))
 
 
 def vapid_public_keys(apps: Iterable[App]) -> list[str]:

@@ -75,6 +75,9 @@ class Registered:
     instance: str | None = None
     call_id: str = ""
     cseq: int = 0
+    # RFC 8599 sip.pnsreg in that Contact, and its expires: when a refresh push is due
+    expires: int = 0
+    pnsreg: bool = False
 
 
 @attrs.frozen
@@ -350,6 +353,7 @@ class _Binding(NamedTuple):
     params: dict[str, str]
     instance: str | None
     expires: int
+    pnsreg: bool = False  # RFC 8599: the UA asks for binding-refresh pushes
 
 
 class _Request(NamedTuple):
@@ -412,7 +416,8 @@ def _summarize(request: sip.Request) -> _Request:
         instance = _instance_id(contact.params)
         # values + per-param dict/str overhead; hostile Contacts can be 64 KiB each
         size += len(uri) + sum(map(len, params.values())) + 150 * len(params) + 250
-        bindings.append(_Binding(uri, params, instance, expires))
+        pnsreg = any(name.lower() == "+sip.pnsreg" for name in contact.params)
+        bindings.append(_Binding(uri, params, instance, expires, pnsreg))
     # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
     wildcard = wildcard and default_expires == 0 and not bindings
     return _Request(aor, user_agent, wildcard, tuple(bindings), size)
@@ -429,6 +434,7 @@ def _events(
         return [Unregistered(req.aor, None, now)]
     bound_uri: str | None = None
     bound_instance: str | None = None
+    bound_expires, bound_pnsreg = 0, False
     devices: dict[str, Device] = {}
     gone: list[str] = []
     for b in req.bindings:
@@ -444,6 +450,7 @@ def _events(
         if b.expires > 0:
             if bound_uri is None:
                 bound_uri, bound_instance = b.uri, b.instance
+                bound_expires, bound_pnsreg = b.expires, b.pnsreg
             if device is not None:
                 devices[device.device_id] = device
         else:
@@ -456,7 +463,15 @@ def _events(
     if bound_uri is not None:
         events.append(
             Registered(
-                req.aor, bound_uri, list(devices.values()), now, bound_instance, call_id, cseq
+                req.aor,
+                bound_uri,
+                list(devices.values()),
+                now,
+                bound_instance,
+                call_id,
+                cseq,
+                bound_expires,
+                bound_pnsreg,
             )
         )
     return events

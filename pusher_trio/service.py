@@ -74,6 +74,8 @@ from .model import (
     mask_token,
 )
 from .pns import check_contacts, vapid_public_keys
+from .refresh import DEFAULT_LEAD as DEFAULT_REFRESH_LEAD
+from .refresh import RefreshSchedule, refresh_target
 from .store import Store, structure_app
 from .waiters import Registration, Waiters, WaitGroup
 
@@ -415,8 +417,10 @@ class Service:
         self._checks: dict[str, int] = {}
         self._missed = MissedCalls()
         self._missed_calls: dict[str, int] = {}
-        # RFC 8599 +sip.pnsreg lead time in seconds when binding-refresh pushes are on
-        self.pnsreg: int | None = None
+        lead = _setting(config_push, "binding_refresh_lead", DEFAULT_REFRESH_LEAD)
+        self._refresh = RefreshSchedule(lead)
+        # RFC 8599 +sip.pnsreg: seconds before expiry of the refresh push; None: off
+        self.pnsreg: int | None = round(lead) if lead > 0 else None
         self._latency = {
             "push_out": _Latency(),
             "wake": _Latency(),
@@ -445,6 +449,8 @@ class Service:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.pnsreg is not None:
+                    nursery.start_soon(self._refresh_loop)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -492,6 +498,8 @@ class Service:
     def on_registered(self, event: RegisteredEvent) -> None:
         """A registration succeeded (its 2xx was seen): wake the pushes waiting for that AOR."""
         self._registrations += 1
+        if self.pnsreg is not None:
+            self._arm_refresh(event)
         if self.waiters.group(event.aor) is None:
             return  # the common case at thousands of REGISTERs per second: nothing to mask
         contact = mask_contact(
@@ -880,6 +888,61 @@ class Service:
         self._checks[result.status] = self._checks.get(result.status, 0) + 1
         return result.to_json()
 
+    # --- binding-refresh pushes (RFC 8599 sip.pnsreg, DESIGN §12) ------------------------------
+    def _arm_refresh(self, event: RegisteredEvent) -> None:
+        expires = int(getattr(event, "expires", 0) or 0)
+        asked = bool(getattr(event, "pnsreg", False)) and expires > 0
+        for device in event.devices:
+            key = (event.aor, device.device_id)
+            if asked:
+                self._refresh.registered(key, event.at, expires)
+            else:
+                self._refresh.forget(key)
+
+    async def _refresh_loop(self) -> None:
+        """Send the refresh pushes as they fall due (checked every second at most)."""
+        assert self._nursery is not None
+        while True:
+            now = self._clock()
+            for aor, device_id in list(self._refresh.due(now)):
+                self._nursery.start_soon(self._send_refresh, aor, device_id)
+            next_due = self._refresh.next_due
+            delay = 1.0 if next_due is None else min(max(next_due - now, 0.05), 1.0)
+            await trio.sleep(delay)
+
+    async def _send_refresh(self, aor: str, device_id: str) -> None:
+        device = next((d for d in self.store.devices(aor) if d.device_id == device_id), None)
+        if device is None or not device.bound or device.state != "valid":
+            self._refresh.counters["skipped_gone"] = (
+                self._refresh.counters.get("skipped_gone", 0) + 1
+            )
+            return
+        target = refresh_target(self.app_for(device), device)
+        if isinstance(target, str):
+            name = f"skipped_{target}"
+            self._refresh.counters[name] = self._refresh.counters.get(name, 0) + 1
+            return
+        app, device = target
+        with trio.move_on_after(self.max_wait):
+            try:
+                outcome: Outcome = await self.pusher.send(
+                    app,
+                    device,
+                    PushMessage(kind="refresh"),
+                    expires_at=self._clock() + self._refresh.lead,
+                )
+            except Exception as exc:  # a provider bug fails this push, not the service
+                outcome = Rejected(f"internal error: {type(exc).__name__}")
+            name = f"sent_{outcome_name(outcome)}"
+            self._refresh.counters[name] = self._refresh.counters.get(name, 0) + 1
+            log.info(
+                "binding-refresh push aor=%s token=%s outcome=%s",
+                aor,
+                mask_token(device.token),
+                outcome_name(outcome),
+                extra={"fields": {"aor": aor, "token": mask_token(device.token)}},
+            )
+
     # --- missed calls (DESIGN §12) ---------------------------------------------------------------
     def _count_missed(self, what: str, n: int = 1) -> None:
         self._missed_calls[what] = self._missed_calls.get(what, 0) + n
@@ -970,6 +1033,7 @@ class Service:
             "requests": dict(self._requests),
             "checks": dict(self._checks),
             "missed_calls": dict(self._missed_calls),
+            "binding_refresh": self._refresh.statistics(),
             "waiters": self.waiters.statistics(),
             "latency_ms": {name: lat.summary() for name, lat in self._latency.items()},
         }

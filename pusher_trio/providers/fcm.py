@@ -156,15 +156,25 @@ def build_request(
     if not isinstance(app.auth, FirebaseAuth):
         return Rejected(f"app {app.app_id} has no service account")
     missed = message.kind == "missed_call"
+    refresh = message.kind == "refresh"
     try:
-        payload = build_payload(message, "alert" if missed else "voip", app.payload_template, now)
+        if refresh:
+            # RFC 8599 binding refresh: data only, normal priority (nothing to show)
+            payload: dict[str, Any] = {
+                "pn-refresh": "binding",
+                "utc_unix_timestamp_ms": int(now * 1000),
+            }
+        else:
+            payload = build_payload(
+                message, "alert" if missed else "voip", app.payload_template, now
+            )
         data = _flatten(payload)
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
     except (TypeError, ValueError) as error:
         return Rejected(f"payload is not JSON: {error}")
     ttl = min(max(int(expires_at - now), 0), MAX_TTL)
-    android: dict[str, Any] = {"priority": "HIGH", "ttl": f"{ttl}s"}
+    android: dict[str, Any] = {"priority": "NORMAL" if refresh else "HIGH", "ttl": f"{ttl}s"}
     if missed:
         # A missed call is shown by Android itself (the app may be asleep): a notification
         # with Kazoo-style localization (FCM v1 AndroidNotification body_loc_key/args),

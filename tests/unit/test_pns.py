@@ -145,3 +145,14 @@ def test_bad_params(params: dict[str, object]) -> None:
             await svc.call("check", params)
 
     trio.run(run)
+
+
+def test_pnsreg_only_to_a_ua_that_asked() -> None:
+    svc = service(apple_app())
+    assert svc.pnsreg == 120  # binding-refresh pushes are on by default
+    assert check(svc, APNS + ";+sip.pnsreg")["feature_caps"] == (
+        '*;+sip.pns="apns";+sip.pnsreg="120"'
+    )
+    assert check(svc, APNS)["feature_caps"] == '*;+sip.pns="apns"'
+    svc.pnsreg = None  # [push] binding_refresh_lead = 0
+    assert check(svc, APNS + ";+sip.pnsreg")["feature_caps"] == '*;+sip.pns="apns"'

@@ -661,3 +661,13 @@ def test_registered_names_its_binding_for_kamailio() -> None:
     )
     assert isinstance(event, Registered)
     assert (event.call_id, event.cseq, event.instance) == ("other", 3, None)
+
+
+def test_registered_says_whether_the_ua_asked_for_refresh_pushes() -> None:
+    table = RegistrationTable(require_2xx=False)
+    (event,) = apply_all(table, [register(RFC8599_APNS + ";+sip.pnsreg")])
+    assert isinstance(event, Registered)
+    assert (event.pnsreg, event.expires) == (True, 600)
+    (event,) = apply_all(table, [register(RFC8599_APNS, call_id="x")])
+    assert isinstance(event, Registered)
+    assert event.pnsreg is False
