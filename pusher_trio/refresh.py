@@ -52,11 +52,17 @@ class RefreshSchedule:
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
-    def registered(self, key: Key, at: float, expires: float) -> None:
-        """A successful REGISTER of a device that asked for refresh pushes (expires > 0)."""
+    def registered(self, key: Key, at: float, expires: float, asked: bool = True) -> None:
+        """A successful REGISTER of a device (`asked`: with sip.pnsreg and expires > 0).
+
+        It answers a refresh push sent to that device, asked or not; only an asking one
+        is armed again."""
         if key in self._awaiting:
             del self._awaiting[key]
             self.counters["answered"] += 1
+        if not asked:
+            self._armed.pop(key, None)
+            return
         if key not in self._armed and len(self._armed) >= self.max_devices:
             self.counters["dropped_full"] += 1
             return

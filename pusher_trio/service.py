@@ -893,11 +893,7 @@ class Service:
         expires = int(getattr(event, "expires", 0) or 0)
         asked = bool(getattr(event, "pnsreg", False)) and expires > 0
         for device in event.devices:
-            key = (event.aor, device.device_id)
-            if asked:
-                self._refresh.registered(key, event.at, expires)
-            else:
-                self._refresh.forget(key)
+            self._refresh.registered((event.aor, device.device_id), event.at, expires, asked)
 
     async def _refresh_loop(self) -> None:
         """Send the refresh pushes as they fall due (checked every second at most)."""

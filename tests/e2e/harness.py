@@ -346,6 +346,7 @@ class Sidecar:
     ca_file: str = ""
     log_level: str = "info"
     log_format: str = "json"
+    binding_refresh_lead: float | None = None  # None: the default
     control_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     sniffer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -389,6 +390,7 @@ wait_timeout = {self.wait_timeout}
 max_wait = {self.max_wait}
 max_waiting = {self.max_waiting}
 ca_file = "{self.ca_file}"
+{"" if self.binding_refresh_lead is None else f"binding_refresh_lead = {self.binding_refresh_lead}"}
 
 [log]
 level = "{self.log_level}"

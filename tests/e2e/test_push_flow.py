@@ -192,6 +192,7 @@ async def open_flow(
     hep_auth_key: str = "",
     max_waiting: int = 10000,
     defines: Mapping[str, str | int | None] | None = None,
+    binding_refresh_lead: float | None = None,
 ) -> AsyncIterator[Flow]:
     """Stand-ins, `pusher-trio serve` with apps and mappings, Kamailio (extra `defines`)."""
     authority = Authority()
@@ -212,6 +213,7 @@ async def open_flow(
             wait_timeout=PUSH_TIMEOUT,
             hep_auth_key=hep_auth_key,
             max_waiting=max_waiting,
+            binding_refresh_lead=binding_refresh_lead,
         )
         await trio.to_thread.run_sync(sidecar.start)
         kam = None

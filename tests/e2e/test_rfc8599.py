@@ -223,3 +223,45 @@ async def test_check_answers_are_cached_per_provider_and_param(flow: Flow, trap:
         )  # fmt: skip
     assert res.returncode == 0, res.stdout + flow.debug()
     assert (await flow.control("devices.list", {"aor": "refused2@127.0.0.1"}))["devices"] == []
+
+
+async def test_binding_refresh_push_before_expiry_and_the_refresh_keeps_the_phone(
+    tmp_path: Path, trap: UdpTrap
+) -> None:
+    """+sip.pnsreg: the 2xx says +sip.pnsreg="6"; 6 s before the 10 s binding expires the
+    stand-in gets a silent refresh push, the phone REGISTERs again (from its woken port),
+    and a call after the first binding has expired reaches it with no push at all."""
+    async with open_flow(tmp_path, binding_refresh_lead=6) as flow:
+        token = secrets.token_urlsafe(100)
+        phone = Phone("refresh", token, f";pn-provider=fcm;pn-prid={token};pn-param={FCM_PROJECT}")
+        with trio.fail_after(40):
+            flow.phones[token] = phone
+            keys = {"user": phone.user, "cport": str(trap.port), "cparams": phone.cparams}
+            start = trio.current_time()
+            res = await run_sipp(
+                "register_pnsreg.xml", remote=flow.kam.sip_port, workdir=flow.tmp, name="pnsreg",
+                keys={**keys, "ua": "x", "expires": "10"}, timeout_s=10,
+            )  # fmt: skip
+            assert res.returncode == 0, res.stdout + flow.debug()
+            (ok,) = [r for r in replies(res) if "SIP/2.0 200" in r]
+            assert header(ok, "Feature-Caps") == ['*;+sip.pns="apns,fcm";+sip.pnsreg="6"']
+            status = await eventually(
+                lambda: flow.control("status"),
+                lambda s: s["binding_refresh"]["answered"] >= 1,
+            )
+            pushed_after = flow.fcm.delivered[0].at
+            # past the first binding's expiry: only the refreshed one is left
+            await trio.sleep_until(start + 11)
+            call = await flow.call("call_answered.xml", phone.user)
+            assert call.returncode == 0, call.stdout + flow.debug()
+            uas = await flow.uas[phone.user].wait()
+        assert uas.returncode == 0, uas.stdout
+        (refresh,) = flow.fcm.delivered  # the refresh push, and no wake-up for the call
+        message = refresh.payload()["message"]
+        assert message["data"]["pn-refresh"] == "binding"
+        assert message["android"]["priority"] == "NORMAL"
+        assert refresh.kind == "data"
+        assert trap.branches("INVITE") == set()
+        assert status["binding_refresh"]["sent_delivered"] == 1
+        assert status["binding_refresh"]["unanswered"] == 0
+        assert pushed_after > 0

@@ -72,7 +72,7 @@ def test_targets_never_a_pushkit_token() -> None:
     voip = attrs.evolve(apple_device(), push_type="voip")
     assert refresh_target(apple_app(), voip) == "no_background_token"
     with_remote = attrs.evolve(voip, extra={"alert_token": "cd" * 32})
-    app, device = refresh_target(apple_app(), with_remote)  # type: ignore[misc]
+    _app, device = refresh_target(apple_app(), with_remote)  # type: ignore[misc]
     assert (device.token, device.push_type) == ("cd" * 32, "alert")
     assert refresh_target(None, fcm_device()) == "no_app"
     assert refresh_target(firebase_app(), fcm_device())[1] == fcm_device()  # type: ignore[index]
@@ -109,3 +109,12 @@ async def test_service_pushes_once_before_expiry(autojump_clock: trio.testing.Mo
 def test_off_with_lead_zero() -> None:
     service = Service(MemoryStore(), FakePusher(), config_push={"binding_refresh_lead": 0})
     assert service.pnsreg is None
+
+
+def test_a_register_without_pnsreg_answers_but_does_not_rearm() -> None:
+    s = RefreshSchedule(lead=10)
+    s.registered(KEY, at=0, expires=30)
+    assert list(s.due(20)) == [KEY]
+    s.registered(KEY, at=21, expires=600, asked=False)
+    assert s.statistics()["answered"] == 1
+    assert list(s.due(10_000)) == []
