@@ -211,10 +211,15 @@ async def test_check_answers_are_cached_per_provider_and_param(flow: Flow, trap:
             assert res.returncode == 0, res.stdout + flow.debug()
             (ok,) = [r for r in replies(res) if "SIP/2.0 200" in r]
             assert header(ok, "Feature-Caps") == ['*;+sip.pns="apns,fcm"']
+        # same app, but this UA asks for refresh pushes: its own cache entry and caps
+        res = await register(flow, ios_phone("cache3"), "register_pnsreg.xml", trap.port)
+        assert res.returncode == 0, res.stdout + flow.debug()
+        (ok,) = [r for r in replies(res) if "SIP/2.0 200" in r]
+        assert header(ok, "Feature-Caps") == ['*;+sip.pns="apns,fcm";+sip.pnsreg="120"']
         for _ in range(2):
             res = await register(flow, refused, "register_555.xml", trap.port)
             assert res.returncode == 0, res.stdout + flow.debug()
-        assert (await flow.control("status"))["checks"] == {"ok": 1, "unsupported": 1}
+        assert (await flow.control("status"))["checks"] == {"ok": 2, "unsupported": 1}
         # a removal is never refused, whatever the cache holds for its provider
         keys = {"user": refused.user, "cport": str(trap.port), "cparams": refused.cparams}
         res = await run_sipp(
