@@ -192,6 +192,7 @@ def open_rig(
     ca_file: str = "",
     max_waiting: int = 20000,
     hep_port: int | None = None,
+    check: bool = True,
 ) -> Iterator[Rig]:
     """The sidecar, and Kamailio pointed at it (HEP to `hep_port` instead when given)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,7 @@ def open_rig(
                 "PUSHER_HEP_URI": quoted(f"sip:127.0.0.1:{hep_port or sidecar.sniffer_port}"),
                 "PUSHER_PUSH_TIMEOUT": push_timeout,
                 "KAM_CHILDREN": children,
+                "PUSHER_CHECK": int(check),
             },
         )
         kam.shm_mb = 512  # room for 10k suspended transactions and the storm's bindings
@@ -302,10 +304,19 @@ def start_sipp(
 
 
 async def register_storm(
-    workdir: Path, rates: list[int], step_seconds: float, baseline: bool = False
+    workdir: Path,
+    rates: list[int],
+    step_seconds: float,
+    baseline: bool = False,
+    check: bool = True,
 ) -> None:
     """Step the REGISTER rate up; `baseline`: HEP copies go to a socket nobody reads
-    (Kamailio's and sipp's own ceiling on this machine, without the sidecar's CPU)."""
+    (Kamailio's and sipp's own ceiling on this machine, without the sidecar's CPU).
+    `check`: each REGISTER is checked with the sidecar before save() (DESIGN §12, the
+    default); off: PUSHER_CHECK=0, saved statelessly at once."""
+    from pusher_trio.standins.certs import Authority
+    from pusher_trio.standins.fake_apns import FakeApns
+
     rows = []
     best = 0
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -313,8 +324,15 @@ async def register_storm(
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     with (
         sink,
-        open_rig(workdir, children=8, hep_port=sink.getsockname()[1] if baseline else None) as rig,
+        open_rig(
+            workdir,
+            children=8,
+            hep_port=sink.getsockname()[1] if baseline else None,
+            check=check,
+        ) as rig,
     ):
+        # the storm's app, so that `check` says ok (no APNs behind it: nothing is pushed)
+        _add_app(rig, FakeApns(authority=Authority(), topics={BUNDLE}), 9)
         for step, rate in enumerate(rates):
             n_proc = 2 if rate > 5000 else 1
             per = rate / n_proc
@@ -373,9 +391,10 @@ async def register_storm(
                 best = max(best, round(reached))
             print(f"  step {rate}/s done: {rows[-1]}", flush=True)
     table(
-        "REGISTER storm, BASELINE: HEP copies to a socket nobody reads (no sidecar work)"
-        if baseline
-        else "REGISTER storm (Kamailio -> HEPv3 -> sniffer); rates and copies from Kamailio's statistics",
+        ("REGISTER storm, BASELINE: HEP copies to a socket nobody reads (no sidecar work)"
+         if baseline
+         else "REGISTER storm (Kamailio -> HEPv3 -> sniffer); rates and copies from Kamailio's statistics")
+        + (", check before save()" if check else ", PUSHER_CHECK=0 (no check)"),
         ["target/s", "reached/s", "sipp retrans %", "sipp failed", "mirrored (kamailio)",
          "counted (sidecar)", "loss", "sniffer kernel drops", "kamailio kernel drops",
          "sidecar CPU %", "kamailio CPU %", "clean step", "lossless"],
@@ -403,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the REGISTER storm with HEP to a discard socket",
     )
+    parser.add_argument(
+        "--compare-check",
+        action="store_true",
+        help="also run the REGISTER storm with PUSHER_CHECK=0 (no check before save())",
+    )
     parser.add_argument("--step-seconds", type=float, default=3.0)
     parser.add_argument("--wake-phones", type=int, default=1000)
     parser.add_argument("--wake-rate", type=float, default=100.0)
@@ -428,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "register" in parts:
             trio.run(register_storm, workdir / "register", rates, args.step_seconds)
+            if args.compare_check:
+                trio.run(
+                    register_storm, workdir / "nocheck", rates, args.step_seconds, False, False
+                )
             if args.baseline:
                 trio.run(register_storm, workdir / "baseline", rates, args.step_seconds, True)
         if "wake" in parts:

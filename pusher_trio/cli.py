@@ -327,8 +327,17 @@ def _build_apple_app(args: argparse.Namespace) -> tuple[App, list[str]]:
         host=host,
         push_type=args.push_type,
         payload_template=template,
+        **_missed_call(args),
     )
     return app, list(warnings)
+
+
+def _missed_call(args: argparse.Namespace) -> dict[str, Any]:
+    """--missed-call-template F / --no-missed-call (DESIGN §12)."""
+    template = _payload_template(args.missed_call_template)
+    if template is not None and args.no_missed_call:
+        raise UsageError("give --missed-call-template or --no-missed-call, not both")
+    return {"missed_call": not args.no_missed_call, "missed_call_template": template}
 
 
 def _check_host(host: str) -> None:
@@ -353,6 +362,7 @@ def _build_firebase_app(args: argparse.Namespace) -> App:
         auth=auth,
         push_type=args.push_type,
         payload_template=_payload_template(args.payload_template),
+        **_missed_call(args),
     )
 
 
@@ -758,6 +768,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--team-id", metavar="T", help="token auth: team id")
     p.add_argument("--push-type", choices=("alert", "voip"), default="alert")
     p.add_argument("--payload-template", metavar="FILE", help="JSON payload template")
+    p.add_argument(
+        "--missed-call-template",
+        metavar="FILE",
+        help="JSON payload template of the missed-call alert push",
+    )
+    p.add_argument(
+        "--no-missed-call",
+        action="store_true",
+        help="send no alert push when a call that pushed ends unanswered",
+    )
 
     p = add("add-firebase-app", cmd_add_firebase_app, "add or replace an FCM (HTTP v1) app")
     p.add_argument("app_id", metavar="APP_ID")
@@ -766,6 +786,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", metavar="URL", help="FCM endpoint (a local stand-in in tests)")
     p.add_argument("--push-type", choices=("alert", "voip"), default="alert")
     p.add_argument("--payload-template", metavar="FILE", help="JSON payload template")
+    p.add_argument(
+        "--missed-call-template",
+        metavar="FILE",
+        help="JSON payload template of the missed-call alert push",
+    )
+    p.add_argument(
+        "--no-missed-call",
+        action="store_true",
+        help="send no alert push when a call that pushed ends unanswered",
+    )
 
     p = add(
         "add-webpush-app",

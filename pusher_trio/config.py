@@ -242,6 +242,9 @@ class PushConfig:
     # DESIGN §9: "http://[user@]host:port" tunnels every provider connection (CONNECT).
     proxy: str = attrs.field(default="", validator=_field_check(_check_proxy))
     proxy_password_file: str = ""
+    # RFC 8599 sip.pnsreg: seconds before a binding expires that a device which asked gets
+    # its refresh push; 0 turns binding-refresh pushes off (DESIGN §12)
+    binding_refresh_lead: float = attrs.field(default=120.0, validator=_field_check(_not_negative))
 
 
 @attrs.frozen
@@ -288,6 +291,7 @@ class Config:
             "wait_timeout": self.push.wait_timeout,
             "max_wait": self.push.max_wait,
             "max_waiting": self.push.max_waiting,
+            "binding_refresh_lead": self.push.binding_refresh_lead,
         }
 
 

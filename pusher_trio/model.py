@@ -112,6 +112,9 @@ class App:
     host: str = DEFAULT_APNS_HOST  # apple: "host[:port]"
     push_type: PushType = "alert"  # DESIGN §11: Kazoo sent alert pushes
     payload_template: str | None = None  # JSON text, see pusher_trio.providers.payload
+    # DESIGN §12: a call that pushed and ended unanswered sends a visible alert push
+    missed_call: bool = True
+    missed_call_template: str | None = None  # JSON text; None: the default alert payload
 
 
 # --- pushing ---------------------------------------------------------------------
@@ -128,6 +131,9 @@ class PushMessage:
     alert_params: tuple[str, ...] | None = None  # Kazoo Alert-Params (default [caller])
     sound: str | None = None  # Kazoo Sound
     payload: Mapping[str, object] | None = None  # Kazoo Payload: merged into the default payload
+    # "call" wakes the phone for a call; "missed_call" is the alert after it ended unanswered;
+    # "refresh" asks it to refresh its binding (RFC 8599 sip.pnsreg), showing nothing
+    kind: Literal["call", "missed_call", "refresh"] = "call"
 
 
 @attrs.frozen

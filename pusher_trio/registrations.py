@@ -70,6 +70,14 @@ class Registered:
     contact: str
     devices: list[Device]
     at: float
+    # Which binding this is, so that Kamailio relays to it alone after a wake-up (DESIGN §12):
+    # usrloc keeps the Call-ID and CSeq of the REGISTER that last wrote a binding.
+    instance: str | None = None
+    call_id: str = ""
+    cseq: int = 0
+    # RFC 8599 sip.pnsreg in that Contact, and its expires: when a refresh push is due
+    expires: int = 0
+    pnsreg: bool = False
 
 
 @attrs.frozen
@@ -243,6 +251,12 @@ def _rfc8599(params: Mapping[str, str]) -> tuple[Any, ...] | None:
         push_type: PushType = "voip" if "voip" in services else "alert"
         token = _split_prid(prid, ["voip", "remote"] if push_type == "voip" else services)
         extra = {"source": "rfc8599", "team_id": team}
+        if push_type == "voip" and "remote" in services:
+            # Linphone's voip&remote: the remote (alert) token takes the missed-call
+            # alert; a PushKit token cannot (DESIGN §12).
+            alert_token = _split_prid(prid, ["remote"])
+            if alert_token and alert_token != token:
+                extra["alert_token"] = alert_token
         return ("apple", bundle, token, sandbox, push_type, extra)
     if provider == "fcm":
         # RFC 8599 (FCM): pn-param is the project (Linphone sends the project number);
@@ -350,6 +364,7 @@ class _Binding(NamedTuple):
     params: dict[str, str]
     instance: str | None
     expires: int
+    pnsreg: bool = False  # RFC 8599: the UA asks for binding-refresh pushes
 
 
 class _Request(NamedTuple):
@@ -412,16 +427,25 @@ def _summarize(request: sip.Request) -> _Request:
         instance = _instance_id(contact.params)
         # values + per-param dict/str overhead; hostile Contacts can be 64 KiB each
         size += len(uri) + sum(map(len, params.values())) + 150 * len(params) + 250
-        bindings.append(_Binding(uri, params, instance, expires))
+        pnsreg = any(name.lower() == "+sip.pnsreg" for name in contact.params)
+        bindings.append(_Binding(uri, params, instance, expires, pnsreg))
     # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
     wildcard = wildcard and default_expires == 0 and not bindings
     return _Request(aor, user_agent, wildcard, tuple(bindings), size)
 
 
-def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[Event]:
+def _events(
+    req: _Request,
+    now: float,
+    user_agents: Mapping[str, Any],
+    call_id: str = "",
+    cseq: int = 0,
+) -> list[Event]:
     if req.wildcard:
         return [Unregistered(req.aor, None, now)]
     bound_uri: str | None = None
+    bound_instance: str | None = None
+    bound_expires, bound_pnsreg = 0, False
     devices: dict[str, Device] = {}
     gone: list[str] = []
     for b in req.bindings:
@@ -436,7 +460,8 @@ def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[E
         )
         if b.expires > 0:
             if bound_uri is None:
-                bound_uri = b.uri
+                bound_uri, bound_instance = b.uri, b.instance
+                bound_expires, bound_pnsreg = b.expires, b.pnsreg
             if device is not None:
                 devices[device.device_id] = device
         else:
@@ -447,7 +472,19 @@ def _events(req: _Request, now: float, user_agents: Mapping[str, Any]) -> list[E
     if gone:
         events.append(Unregistered(req.aor, gone, now))
     if bound_uri is not None:
-        events.append(Registered(req.aor, bound_uri, list(devices.values()), now))
+        events.append(
+            Registered(
+                req.aor,
+                bound_uri,
+                list(devices.values()),
+                now,
+                bound_instance,
+                call_id,
+                cseq,
+                bound_expires,
+                bound_pnsreg,
+            )
+        )
     return events
 
 
@@ -522,9 +559,9 @@ class RegistrationTable:
                 return []
             req = _summarize(message)
             self._stats["registers"] += 1
-            if not self.require_2xx:
-                return self._count(_events(req, now, user_agents))
             number, _ = message.cseq
+            if not self.require_2xx:
+                return self._count(_events(req, now, user_agents, message.call_id, number))
             self._remember((message.call_id, number), now, req, req.size)
             return []
         number, method = message.cseq
@@ -581,7 +618,7 @@ class RegistrationTable:
             except sip.SipParseError:
                 self._stats["malformed_registers"] += 1
                 return []
-        return self._count(_events(item, now, user_agents))
+        return self._count(_events(item, now, user_agents, call_id, cseq))
 
     def is_pending(self, call_id: str, cseq: int) -> bool:
         """True when a response with this key would complete a REGISTER we saw."""

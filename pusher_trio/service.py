@@ -35,6 +35,8 @@ import attrs
 import cattrs
 import trio
 
+import sip
+
 from .control.jsonrpc import (
     ControlError,
     InternalError,
@@ -47,6 +49,14 @@ from .control.jsonrpc import (
     Timeout,
 )
 from .events import PushObserver, notify
+from .missed import (
+    ALERT_LIFETIME,
+    ANSWERED_REASONS,
+    UNANSWERED_REASONS,
+    Alert,
+    MissedCalls,
+    alert_for,
+)
 from .model import (
     App,
     AppleCertAuth,
@@ -65,6 +75,9 @@ from .model import (
     WebPushAuth,
     mask_token,
 )
+from .pns import check_contacts, vapid_public_keys
+from .refresh import DEFAULT_LEAD as DEFAULT_REFRESH_LEAD
+from .refresh import RefreshSchedule, refresh_target
 from .store import Store, structure_app
 from .waiters import Registration, Waiters, WaitGroup
 
@@ -148,12 +161,19 @@ def mask_contact(contact: str, tokens: Iterable[str] = (), param_names: Iterable
     return text
 
 
+def device_tokens(device: Device) -> list[str]:
+    """Every token a device record holds (the push token, and Linphone's alert token)."""
+    alert = device.extra.get("alert_token")
+    return [device.token, alert] if alert else [device.token]
+
+
 def secret_values(device: Device) -> list[str]:
-    """What a contact of this device must not show: its token, and a Web Push
+    """What a contact of this device must not show: its tokens, and a Web Push
     subscription's keys (pn-param `<p256dh>.<auth>`, the auth secret is one, RFC 8291
     §3.2): masked as one value, only the last 4 characters of the secret remain."""
     keys = f"{device.extra.get('p256dh', '')}.{device.extra.get('auth', '')}"
-    return [device.token, keys] if keys != "." else [device.token]
+    tokens = device_tokens(device)
+    return [*tokens, keys] if keys != "." else tokens
 
 
 def normalize_aor(text: str) -> str:
@@ -174,6 +194,28 @@ def normalize_aor(text: str) -> str:
     if "%" in user:
         user = unquote(user)
     return f"{user}{at}{host.lower()}"
+
+
+def fresh_binding(event: RegisteredEvent) -> dict[str, JSON]:
+    """What Kamailio needs to relay to the binding that just registered, and only to it
+    (DESIGN §12): usrloc keeps the Call-ID and CSeq of the REGISTER that last wrote each
+    binding (`$ulc(p=>callid)`, `$ulc(p=>cseq)`), and its `+sip.instance`; `address` is the
+    Contact's host:port, the last resort. No token in any of them.
+
+    Events from elsewhere (another node, older code) may lack the first three: left empty.
+    """
+    try:
+        uri = sip.parse_uri(event.contact)
+        host = uri.host
+        address = f"{host}:{uri.port or 5060}" if host else ""
+    except sip.SipParseError:
+        address = ""
+    return {
+        "call_id": str(getattr(event, "call_id", "") or ""),
+        "cseq": int(getattr(event, "cseq", 0) or 0),
+        "instance": str(getattr(event, "instance", "") or ""),
+        "address": address,
+    }
 
 
 def shown_device_id(device: Device) -> str:
@@ -210,6 +252,8 @@ def app_view(app: App) -> dict[str, JSON]:
         "push_type": app.push_type,
         "auth": auth_kind(app),
         "payload_template": app.payload_template is not None,
+        "missed_call": app.missed_call,
+        "missed_call_template": app.missed_call_template is not None,
     }
     if isinstance(app.auth, AppleTokenAuth):
         view.update(key_id=app.auth.key_id, team_id=app.auth.team_id)
@@ -390,6 +434,13 @@ class Service:
         self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
         self._requests: dict[str, int] = {}
+        self._checks: dict[str, int] = {}
+        self._missed = MissedCalls()
+        self._missed_calls: dict[str, int] = {}
+        lead = _setting(config_push, "binding_refresh_lead", DEFAULT_REFRESH_LEAD)
+        self._refresh = RefreshSchedule(lead)
+        # RFC 8599 +sip.pnsreg: seconds before expiry of the refresh push; None: off
+        self.pnsreg: int | None = round(lead) if lead > 0 else None
         self._latency = {
             "push_out": _Latency(),
             "wake": _Latency(),
@@ -398,6 +449,8 @@ class Service:
         self._methods: dict[str, Callable[[dict[str, JSON], float], Awaitable[JSON]]] = {
             "push": self.rpc_push,
             "cancel": self.rpc_cancel,
+            "check": self.rpc_check,
+            "call_ended": self.rpc_call_ended,
             "status": self.rpc_status,
             "devices.list": self.rpc_devices_list,
             "devices.remove": self.rpc_devices_remove,
@@ -416,6 +469,8 @@ class Service:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.pnsreg is not None:
+                    nursery.start_soon(self._refresh_loop)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -463,6 +518,8 @@ class Service:
     def on_registered(self, event: RegisteredEvent) -> None:
         """A registration succeeded (its 2xx was seen): wake the pushes waiting for that AOR."""
         self._registrations += 1
+        if self.pnsreg is not None:
+            self._arm_refresh(event)
         if self.waiters.group(event.aor) is None:
             return  # the common case at thousands of REGISTERs per second: nothing to mask
         contact = mask_contact(
@@ -470,7 +527,7 @@ class Service:
             [value for d in event.devices for value in secret_values(d)],
             self._token_param_names(),
         )
-        self.waiters.notify_registered(event.aor, contact, event.at)
+        self.waiters.notify_registered(event.aor, contact, event.at, fresh_binding(event))
 
     def _token_param_names(self) -> list[str]:
         """The URI params the Kazoo User-Agents mapping names as Token-ID."""
@@ -642,9 +699,19 @@ class Service:
                 if group.scope is not None and not shared.done.is_set():
                     # The push in flight keeps trying for the longest-waiting request.
                     group.scope.deadline = max(group.scope.deadline, deadline)
+            # this call pushed: if it ends unanswered, its devices get a missed-call alert
+            self._missed.remember(
+                request.call_id, request.aor, request.message, shared.devices, self._clock()
+            )
             with trio.move_on_at(deadline):
                 registration = await self.waiters.wait(w)
                 return self._registered(request, registration, shared, accepted)
+            # Kamailio answers the caller 480: the call ended unanswered (DESIGN §12). A
+            # wake-up that never reached the phone gets no alert piled onto the same provider.
+            if shared.done.is_set() and shared.delivered:
+                self._call_ended(request.call_id, "timeout")
+            else:
+                self._missed.pop(request.call_id, self._clock())
             if shared.done.is_set():
                 raise Timeout(
                     f"no registration of {request.aor} before the deadline",
@@ -685,6 +752,7 @@ class Service:
             "contact": registration.contact,
             "waited_ms": round((trio.current_time() - accepted) * 1000),
             "pushes": shared.report(),
+            "binding": dict(registration.binding) if registration.binding else None,
         }
 
     async def _push_without_waiting(
@@ -858,6 +926,153 @@ class Service:
             if known.token == device.token:
                 self.store.invalidate(device.aor, known.device_id, reason, now)
 
+    # --- check (RFC 8599 at REGISTER time, DESIGN §12) ----------------------------------------
+    async def rpc_check(self, params: dict[str, JSON], received: float) -> JSON:
+        """May this REGISTER's push params be served (else 555), and its Feature-Caps."""
+        contact = params.get("contact")
+        if not isinstance(contact, str) or not contact:
+            raise InvalidParams("contact (the REGISTER's Contact header value) is required")
+        expires = params.get("expires")
+        if expires in ("", None):
+            expires = None
+        elif isinstance(expires, str) and expires.strip().isdigit():
+            expires = int(expires)
+        elif isinstance(expires, bool) or not isinstance(expires, int):
+            raise InvalidParams("expires must be a number of seconds")
+        apps = self.store.apps()
+        result = check_contacts(
+            contact,
+            apps=apps,
+            app_for=self.app_for,
+            expires=expires,
+            vapid_keys=vapid_public_keys(apps.values()),
+            pnsreg=self.pnsreg,
+            now=self._clock(),
+        )
+        self._checks[result.status] = self._checks.get(result.status, 0) + 1
+        return result.to_json()
+
+    # --- binding-refresh pushes (RFC 8599 sip.pnsreg, DESIGN §12) ------------------------------
+    def _arm_refresh(self, event: RegisteredEvent) -> None:
+        expires = int(getattr(event, "expires", 0) or 0)
+        asked = bool(getattr(event, "pnsreg", False)) and expires > 0
+        for device in event.devices:
+            self._refresh.registered((event.aor, device.device_id), event.at, expires, asked)
+
+    async def _refresh_loop(self) -> None:
+        """Send the refresh pushes as they fall due (checked every second at most)."""
+        assert self._nursery is not None
+        while True:
+            now = self._clock()
+            for aor, device_id in list(self._refresh.due(now)):
+                self._nursery.start_soon(self._send_refresh, aor, device_id)
+            next_due = self._refresh.next_due
+            delay = 1.0 if next_due is None else min(max(next_due - now, 0.05), 1.0)
+            await trio.sleep(delay)
+
+    async def _send_refresh(self, aor: str, device_id: str) -> None:
+        device = next((d for d in self.store.devices(aor) if d.device_id == device_id), None)
+        if device is None or not device.bound or device.state != "valid":
+            self._refresh.counters["skipped_gone"] = (
+                self._refresh.counters.get("skipped_gone", 0) + 1
+            )
+            return
+        target = refresh_target(self.app_for(device), device)
+        if isinstance(target, str):
+            name = f"skipped_{target}"
+            self._refresh.counters[name] = self._refresh.counters.get(name, 0) + 1
+            return
+        app, device = target
+        with trio.move_on_after(self.max_wait):
+            try:
+                outcome: Outcome = await self.pusher.send(
+                    app,
+                    device,
+                    PushMessage(kind="refresh"),
+                    expires_at=self._clock() + self._refresh.lead,
+                )
+            except Exception as exc:  # a provider bug fails this push, not the service
+                outcome = Rejected(f"internal error: {type(exc).__name__}")
+            name = f"sent_{outcome_name(outcome)}"
+            self._refresh.counters[name] = self._refresh.counters.get(name, 0) + 1
+            log.info(
+                "binding-refresh push aor=%s token=%s outcome=%s",
+                aor,
+                mask_token(device.token),
+                outcome_name(outcome),
+                extra={"fields": {"aor": aor, "token": mask_token(device.token)}},
+            )
+
+    # --- missed calls (DESIGN §12) ---------------------------------------------------------------
+    def _count_missed(self, what: str, n: int = 1) -> None:
+        self._missed_calls[what] = self._missed_calls.get(what, 0) + n
+
+    async def rpc_call_ended(self, params: dict[str, JSON], received: float) -> JSON:
+        """A call ended before it was answered here (Kamailio's notification): end its wait,
+        and unless it was answered elsewhere, send its pushed devices a missed-call alert."""
+        call_id = params.get("call_id")
+        reason = params.get("reason", "")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidParams("call_id is required")
+        if not isinstance(reason, str) or reason not in ANSWERED_REASONS | UNANSWERED_REASONS:
+            known = ", ".join(sorted(ANSWERED_REASONS | UNANSWERED_REASONS))
+            raise InvalidParams(f"reason must be one of {known}")
+        cancelled = self.waiters.cancel(call_id)
+        return {"cancelled": cancelled, "alerts": self._call_ended(call_id, reason)}
+
+    def _call_ended(self, call_id: str, reason: str) -> int:
+        """Send the missed-call alerts of a call that pushed (in the background); how many."""
+        if not call_id:
+            return 0
+        call = self._missed.pop(call_id, self._clock())
+        if call is None:
+            self._count_missed("unknown_call")
+            return 0
+        if reason in ANSWERED_REASONS:
+            self._count_missed("answered_elsewhere")
+            return 0
+        alerts: list[Alert] = []
+        for device in call.devices:
+            alert = alert_for(self.app_for(device), device, call)
+            if isinstance(alert, Alert):
+                alerts.append(alert)
+            else:
+                self._count_missed(f"skipped_{alert}")
+        if alerts and self._nursery is not None:
+            self._nursery.start_soon(self._send_alerts, alerts, reason)
+        return len(alerts)
+
+    async def _send_alerts(self, alerts: Sequence[Alert], reason: str) -> None:
+        expires_at = self._clock() + ALERT_LIFETIME
+        with trio.move_on_after(self.max_wait):
+            for alert in alerts:
+                try:
+                    outcome = await self.pusher.send(
+                        alert.app, alert.device, alert.message, expires_at=expires_at
+                    )
+                except Exception as exc:  # a provider bug fails this alert, not the service
+                    outcome = Rejected(f"internal error: {type(exc).__name__}")
+                name = outcome_name(outcome)
+                self._count_missed(f"alert_{name}")
+                if isinstance(outcome, TokenInvalid) and alert.device.aor:
+                    self._invalidate(alert.device, outcome.reason)
+                log.info(
+                    "missed-call alert call_id=%s aor=%s reason=%s outcome=%s",
+                    alert.message.call_id,
+                    alert.device.aor,
+                    reason,
+                    name,
+                    extra={
+                        "fields": {
+                            "call_id": alert.message.call_id,
+                            "aor": alert.device.aor,
+                            "token": mask_token(alert.device.token),
+                            "reason": reason,
+                            "outcome": name,
+                        }
+                    },
+                )
+
     # --- cancel, status --------------------------------------------------------------------
     async def rpc_cancel(self, params: dict[str, JSON], received: float) -> JSON:
         call_id = params.get("call_id", params.get("Call-ID"))
@@ -876,6 +1091,9 @@ class Service:
             "pushes": dict(self._pushes),
             "pushes_by_provider": {k: dict(v) for k, v in self._pushes_by_provider.items()},
             "requests": dict(self._requests),
+            "checks": dict(self._checks),
+            "missed_calls": dict(self._missed_calls),
+            "binding_refresh": self._refresh.statistics(),
             "waiters": self.waiters.statistics(),
             "latency_ms": {name: lat.summary() for name, lat in self._latency.items()},
         }

@@ -19,7 +19,7 @@ giving each one a `trio.Event`: memory per waiting request is what limits
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,6 +38,7 @@ class Registration:
     contact: str  # already masked by whoever notifies (DESIGN §11)
     at: float  # UNIX time the copy was seen
     seen: float = 0.0  # time.perf_counter() when notify_registered ran (latency figures)
+    binding: Mapping[str, Any] | None = None  # what picks the fresh binding (DESIGN §12)
 
 
 class WaitGroup:
@@ -209,12 +210,14 @@ class Waiters:
             trio.lowlevel.reschedule(w.task, outcome.Value(None))
             w.task = None
 
-    def notify_registered(self, aor: str, contact: str, at: float) -> int:
+    def notify_registered(
+        self, aor: str, contact: str, at: float, binding: Mapping[str, Any] | None = None
+    ) -> int:
         """A successful registration of `aor` seen at `at`: wake the waits accepted before it."""
         group = self._groups.get(aor)
         if group is None:
             return 0
-        registration = Registration(aor, contact, at, time.perf_counter())
+        registration = Registration(aor, contact, at, time.perf_counter(), binding)
         woken = [w for w in group.waits if w.accepted_at <= at]
         for w in woken:
             self._end(w, registration)

@@ -43,6 +43,7 @@ MAX_PAYLOAD = 4096  # Apple: "the maximum payload size is 4 KB (4096 bytes)"
 MAX_VOIP_PAYLOAD = 5120  # Apple: "for VoIP notifications, the maximum size is 5 KB"
 MAX_COLLAPSE_ID = 64  # Apple: apns-collapse-id "must not exceed 64 bytes"
 PRIORITY_IMMEDIATE = "10"
+PRIORITY_BACKGROUND = "5"  # Apple: background pushes must use 5
 
 # Provider token lifetime (Apple: refused after one hour; refreshing more often than
 # every 20 minutes answers 429 TooManyProviderTokenUpdates).
@@ -123,8 +124,15 @@ def build_request(
 ) -> HttpRequest | Rejected:
     """The POST for one push, or `Rejected` when it must not be sent (payload too large)."""
     push_type = push_type_for(app, device)
+    refresh = message.kind == "refresh"
     try:
-        payload = build_payload(message, push_type, app.payload_template, now)
+        if refresh:
+            # RFC 8599 binding refresh: a silent background push (Apple: apns-push-type
+            # background, priority 5, aps.content-available 1, topic = bundle id). Never a
+            # VoIP push: PushKit requires every VoIP push to report a call to CallKit.
+            payload = {"aps": {"content-available": 1}, "pn-refresh": "binding"}
+        else:
+            payload = build_payload(message, push_type, app.payload_template, now)
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
     try:
@@ -135,9 +143,9 @@ def build_request(
     if len(body) > limit:
         return Rejected(f"PayloadTooLarge: {len(body)} bytes > {limit} for a {push_type} push")
     headers: list[tuple[str, str]] = [
-        ("apns-push-type", push_type),
-        ("apns-topic", topic_for(app, push_type)),
-        ("apns-priority", PRIORITY_IMMEDIATE),
+        ("apns-push-type", "background" if refresh else push_type),
+        ("apns-topic", topic_for(app, "alert" if refresh else push_type)),
+        ("apns-priority", PRIORITY_BACKGROUND if refresh else PRIORITY_IMMEDIATE),
         # DESIGN §11: the absolute UNIX time of the wait deadline; 0 would mean "try once".
         ("apns-expiration", str(max(int(expires_at), 1))),
         ("apns-id", apns_id or new_apns_id()),

@@ -155,20 +155,41 @@ def build_request(
     """A data-only, high-priority message whose ttl is the time left to wait."""
     if not isinstance(app.auth, FirebaseAuth):
         return Rejected(f"app {app.app_id} has no service account")
+    missed = message.kind == "missed_call"
+    refresh = message.kind == "refresh"
     try:
-        data = _flatten(build_payload(message, "voip", app.payload_template, now))
+        if refresh:
+            # RFC 8599 binding refresh: data only, normal priority (nothing to show)
+            payload: dict[str, Any] = {
+                "pn-refresh": "binding",
+                "utc_unix_timestamp_ms": int(now * 1000),
+            }
+        else:
+            payload = build_payload(
+                message, "alert" if missed else "voip", app.payload_template, now
+            )
+        data = _flatten(payload)
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
     except (TypeError, ValueError) as error:
         return Rejected(f"payload is not JSON: {error}")
     ttl = min(max(int(expires_at - now), 0), MAX_TTL)
-    body_obj = {
-        "message": {
-            "token": device.token,
-            "data": data,
-            "android": {"priority": "HIGH", "ttl": f"{ttl}s"},
-        }
-    }
+    android: dict[str, Any] = {"priority": "NORMAL" if refresh else "HIGH", "ttl": f"{ttl}s"}
+    if missed:
+        # A missed call is shown by Android itself (the app may be asleep): a notification
+        # with Kazoo-style localization (FCM v1 AndroidNotification body_loc_key/args),
+        # tagged and collapsed by call id so a repeat replaces it.
+        alert = payload.get("aps", {}).get("alert", {}) if isinstance(payload, dict) else {}
+        notification: dict[str, Any] = {"tag": message.call_id}
+        if isinstance(alert, dict) and alert.get("loc-key"):
+            notification["body_loc_key"] = str(alert["loc-key"])
+            notification["body_loc_args"] = [str(a) for a in alert.get("loc-args", [])]
+        else:
+            notification["body"] = message.caller_name or message.caller_number
+        android.update(collapse_key=message.call_id, notification=notification)
+        if not message.call_id:
+            del android["collapse_key"], notification["tag"]
+    body_obj = {"message": {"token": device.token, "data": data, "android": android}}
     try:
         data_size = len(_JSON.encode(data).encode())
     except (TypeError, ValueError) as error:

@@ -7,7 +7,8 @@ merged over the result (Kazoo's pusher did the same).
 
 A template is JSON text in which any string value may name placeholders written
 `{name}`: `{call_id}`, `{caller_number}`, `{caller_name}`, `{caller}` (the name, else the
-number), `{timestamp_ms}`, `{alert_key}`, `{sound}`. A string that is exactly one
+number), `{timestamp_ms}`, `{alert_key}`, `{sound}`, `{kind}` (`call`, or `missed_call` for the
+alert after a call ended unanswered). A string that is exactly one
 placeholder is replaced by the value (so `"{timestamp_ms}"` becomes a number); other
 strings get the text substituted. `{{` and `}}` are literal braces.
 """
@@ -22,6 +23,9 @@ from typing import Any
 from ..model import PushMessage, PushType
 
 DEFAULT_ALERT_KEY = "IC_MSG"  # Kazoo's default loc-key ("incoming call")
+# The missed-call alert's loc-key, in Kazoo's style (the app's Localizable.strings maps it,
+# e.g. "MC_MSG" = "Missed call from %@"); Kazoo itself sent no missed-call push.
+MISSED_CALL_ALERT_KEY = "MC_MSG"
 DEFAULT_SOUND = "default"
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([a-z_]+)\}")
@@ -39,8 +43,10 @@ def _values(message: PushMessage, now: float) -> dict[str, Any]:
         "caller_name": message.caller_name,
         "caller": caller,
         "timestamp_ms": int(now * 1000),
-        "alert_key": message.alert_key or DEFAULT_ALERT_KEY,
+        "alert_key": message.alert_key
+        or (MISSED_CALL_ALERT_KEY if message.kind == "missed_call" else DEFAULT_ALERT_KEY),
         "sound": message.sound or DEFAULT_SOUND,
+        "kind": message.kind,
     }
 
 

@@ -172,6 +172,9 @@ class Received:
     stream_id: int
     at: float
     delivered: bool = False  # a push the stand-in accepted (not an OAuth token request)
+    # what kind of push it is (`StandIn.kind_of`): APNs' apns-push-type ("voip", "alert",
+    # ...); FCM "alert" for a message with a notification to show, "data" for data-only
+    kind: str = ""
 
     def payload(self) -> Any:
         try:
@@ -262,6 +265,14 @@ class StandIn:
     @property
     def delivered(self) -> list[Received]:
         return [r for r in self.received if r.delivered]
+
+    def delivered_of_kind(self, kind: str) -> list[Received]:
+        """The accepted pushes of one kind: a wake-up ("voip"/"data") or an "alert"."""
+        return [r for r in self.received if r.delivered and r.kind == kind]
+
+    def kind_of(self, request: Request) -> str:
+        """The kind of push `request` is (see `Received.kind`); "" when not a push."""
+        return ""
 
     # --- to implement --------------------------------------------------------------------
 
@@ -357,6 +368,7 @@ class StandIn:
                 stream_id=request.stream_id,
                 at=self.clock(),
                 delivered=delivered,
+                kind=self.kind_of(request),
             )
         )
 

@@ -174,6 +174,10 @@ class FakeApns(StandIn):
             return {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: OPEN_STREAM_LIMIT}
         return None
 
+    def kind_of(self, request: Request) -> str:
+        """apns-push-type as sent (Apple's default when absent is "alert")."""
+        return (request.header("apns-push-type") or "alert") if self.is_push(request) else ""
+
     def token_of(self, request: Request) -> str:
         return request.path.removeprefix("/3/device/")
 

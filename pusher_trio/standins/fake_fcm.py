@@ -188,6 +188,24 @@ class FakeFcm(StandIn):
     def is_push(self, request: Request) -> bool:
         return request.path != "/token"
 
+    def kind_of(self, request: Request) -> str:
+        """FCM has no push type: a message with a notification (top-level or Android's)
+        is an "alert" the phone shows by itself; data-only is "data" (a wake-up)."""
+        if request.path == "/token":
+            return ""
+        try:
+            message = json.loads(request.body)["message"]
+        except (ValueError, KeyError, TypeError):
+            return ""
+        if not isinstance(message, dict):
+            return ""
+        android = message.get("android")
+        if message.get("notification") or (
+            isinstance(android, dict) and android.get("notification")
+        ):
+            return "alert"
+        return "data"
+
     def scripted_answer(self, request: Request, answer: Answer) -> Reply:
         if answer.status == 200:
             return self.answer(request)
@@ -346,6 +364,25 @@ class FakeFcm(StandIn):
                 "INVALID_ARGUMENT",
                 "Invalid value at 'message.android.priority'",
                 "message.android.priority",
+            )
+        notification = android.get("notification", {})
+        if not isinstance(notification, dict) or not all(
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(a, str) for a in v))
+            for v in notification.values()
+        ):
+            raise _Refused(
+                400,
+                "INVALID_ARGUMENT",
+                "Invalid value at 'message.android.notification'",
+                "message.android.notification",
+            )
+        collapse_key = android.get("collapse_key")
+        if collapse_key is not None and not isinstance(collapse_key, str):
+            raise _Refused(
+                400,
+                "INVALID_ARGUMENT",
+                "Invalid value at 'message.android.collapse_key'",
+                "message.android.collapse_key",
             )
         ttl = android.get("ttl")
         if ttl is not None and (not isinstance(ttl, str) or not _TTL.fullmatch(ttl)):

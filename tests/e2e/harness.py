@@ -9,6 +9,7 @@ scenario from load/sipp/ per process, with explicit `-p`, `-mp`, `-cp` ports (ne
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -191,6 +192,29 @@ def running_kamailio(rundir: Path, defines: Mapping[str, str | int | None]) -> I
         kam.stop()
 
 
+SQLITE_SCHEMA = Path("/usr/share/kamailio/db_sqlite")  # Debian's kamailio-sqlite-modules
+
+
+def subscriber_db(path: Path, users: Mapping[str, str], realm: str = "127.0.0.1") -> str:
+    """A SQLite database for `WITH_AUTH`, made with the commands conf/kamailio/README.md
+    documents (Debian's schema files, then one INSERT of HA1 per user); returns its DBURL."""
+    sqlite3 = shutil.which("sqlite3")
+    if sqlite3 is None:
+        raise RuntimeError("sqlite3 is not installed (apt-get install sqlite3)")
+    for schema in ("standard-create.sql", "auth_db-create.sql"):
+        subprocess.run(
+            [sqlite3, str(path)], input=(SQLITE_SCHEMA / schema).read_bytes(), check=True
+        )
+    for user, password in users.items():
+        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+        sql = (
+            f"INSERT INTO subscriber (username, domain, ha1) VALUES ('{user}', '{realm}', '{ha1}');"
+        )
+        subprocess.run([sqlite3, str(path), sql], check=True)
+    path.chmod(0o600)
+    return quoted(f"sqlite://{path}")
+
+
 def quoted(value: str) -> str:
     """A string define for `-A NAME=...` (Kamailio wants the quotes)."""
     return '"' + value.replace('"', '\\"') + '"'
@@ -324,6 +348,7 @@ class Sidecar:
     log_level: str = "info"
     log_format: str = "json"
     hep_capture: str = ""  # [hep] capture (Homer), e.g. "udp:127.0.0.1:PORT"
+    binding_refresh_lead: float | None = None  # None: the default
     control_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     sniffer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -367,6 +392,7 @@ wait_timeout = {self.wait_timeout}
 max_wait = {self.max_wait}
 max_waiting = {self.max_waiting}
 ca_file = "{self.ca_file}"
+{"" if self.binding_refresh_lead is None else f"binding_refresh_lead = {self.binding_refresh_lead}"}
 
 [log]
 level = "{self.log_level}"

@@ -23,6 +23,7 @@ from tests.e2e.harness import (
     free_port,
     quoted,
     run_sipp,
+    subscriber_db,
 )
 from tests.e2e.stub_sidecar import StubSidecar
 
@@ -123,6 +124,14 @@ async def open_rig(tmp_path: Path, **defines: str | int | None) -> AsyncIterator
                 p.stop()
             await trio.to_thread.run_sync(kam.stop)
             nursery.cancel_scope.cancel()
+
+
+async def notified(rig: Rig, count: int) -> None:
+    """Until the stub has received `count` notifications (callers bound it with fail_after)."""
+    while True:
+        if len(rig.stub.notifications) >= count:
+            return
+        await trio.sleep(0.02)
 
 
 @pytest.fixture
@@ -238,12 +247,16 @@ async def test_caller_cancel_while_waiting(rig: Rig) -> None:
         res = await rig.call("call_cancel.xml", "erin")
         # the stub's wait ends Cancelled once the notification arrives
         await rig.stub.answered.wait()
+        # cancel (ends the wait), then call_ended (the call pushed: a missed-call alert)
+        await notified(rig, 2)
     assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
     assert 487 in [code for code, _ in res.statuses()]
-    (note,) = rig.stub.notifications
+    note, ended = rig.stub.notifications
     (push,) = rig.stub.requests
     assert note["method"] == "cancel"
     assert note["params"] == {"call_id": push["params"]["call_id"]}
+    assert ended["method"] == "call_ended"
+    assert ended["params"] == {"call_id": push["params"]["call_id"], "reason": "cancel"}
     assert rig.stub.answers[0]["error"]["code"] == -32006
 
 
@@ -291,7 +304,8 @@ async def test_two_calls_to_one_sleeping_user_both_connect(rig: Rig) -> None:
 async def test_failed_authentication_never_reaches_the_sniffer_as_success(
     tmp_path: Path, before_auth: bool
 ) -> None:
-    defines: dict[str, str | int | None] = {"WITH_AUTH": None, "AUTH_PASSWORD": quoted("right")}
+    dburl = subscriber_db(tmp_path / "kamailio.sqlite", {"hank": "right"})
+    defines: dict[str, str | int | None] = {"WITH_AUTH": None, "DBURL": dburl}
     if before_auth:
         defines["WITH_MIRROR_BEFORE_AUTH"] = None
     async with open_rig(tmp_path, **defines) as r:
@@ -325,10 +339,17 @@ async def test_caller_cancel_while_waiting_for_an_asleep_registered_phone(rig: R
         # the 180 comes from the push role once the no-answer timer fired; CANCEL 1 s later
         res = await rig.call("call_cancel.xml", "olga")
         await rig.stub.answered.wait()
+        await notified(rig, 2)
     assert res.returncode == 0, res.stdout + rig.kam.log()[-3000:]
     assert 487 in [code for code, _ in res.statuses()]
     (push,) = rig.stub.requests
+    call_id = push["params"]["call_id"]
     assert rig.stub.notifications == [
-        {"jsonrpc": "2.0", "method": "cancel", "params": {"call_id": push["params"]["call_id"]}}
+        {"jsonrpc": "2.0", "method": "cancel", "params": {"call_id": call_id}},
+        {
+            "jsonrpc": "2.0",
+            "method": "call_ended",
+            "params": {"call_id": call_id, "reason": "cancel"},
+        },
     ]
     assert rig.stub.answers[0]["error"]["code"] == -32006

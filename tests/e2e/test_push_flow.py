@@ -34,6 +34,7 @@ from tests.e2e.harness import (
     free_port,
     quoted,
     run_sipp,
+    subscriber_db,
 )
 
 pytestmark = pytest.mark.e2e
@@ -99,6 +100,7 @@ class Flow:
         self.procs: list[SippProcess] = []
         self.uas: dict[str, SippProcess] = {}  # user -> the woken phone's UAS
         self.calls_per_wake = 1
+        self.uas_scenario = "uas_phone.xml"  # what the woken phone does with the INVITE
         self._n = 0
 
     def name(self, prefix: str) -> str:
@@ -151,7 +153,7 @@ class Flow:
         """The woken phone: a UAS on a fresh port, then a REGISTER naming that port."""
         uas_port = free_port()
         uas = SippProcess(
-            "uas_phone.xml", remote=self.kam.sip_port, workdir=self.tmp, name=self.name("uas"),
+            self.uas_scenario, remote=self.kam.sip_port, workdir=self.tmp, name=self.name("uas"),
             local_port=uas_port, calls=self.calls_per_wake, timeout_s=30,
         )  # fmt: skip
         self.uas[phone.user] = uas
@@ -191,6 +193,7 @@ async def open_flow(
     max_waiting: int = 10000,
     defines: Mapping[str, str | int | None] | None = None,
     hep_capture: str = "",
+    binding_refresh_lead: float | None = None,
 ) -> AsyncIterator[Flow]:
     """Stand-ins, `pusher-trio serve` with apps and mappings, Kamailio (extra `defines`)."""
     authority = Authority()
@@ -212,6 +215,7 @@ async def open_flow(
             hep_auth_key=hep_auth_key,
             max_waiting=max_waiting,
             hep_capture=hep_capture,
+            binding_refresh_lead=binding_refresh_lead,
         )
         await trio.to_thread.run_sync(sidecar.start)
         kam = None
@@ -417,7 +421,7 @@ async def test_two_callers_to_one_sleeping_phone_one_push_both_connect(flow: Flo
 async def test_register_failing_authentication_never_changes_the_token(tmp_path: Path) -> None:
     defines: dict[str, str | int | None] = {
         "WITH_AUTH": None,
-        "AUTH_PASSWORD": quoted("right"),
+        "DBURL": subscriber_db(tmp_path / "kamailio.sqlite", {"ivan": "right"}),
         # the sidecar sees the failed attempt and its 401s, and must ignore them
         "WITH_MIRROR_BEFORE_AUTH": None,
     }

@@ -664,3 +664,28 @@ def test_one_register_bigger_than_the_byte_budget_is_not_kept() -> None:
 def test_bad_table_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         RegistrationTable(max_entries=0)
+
+
+def test_registered_names_its_binding_for_kamailio() -> None:
+    """Call-ID, CSeq and +sip.instance of the REGISTER that wrote the binding (DESIGN §12)."""
+    table = RegistrationTable()
+    messages = [register(RFC8599_APNS, cseq=7), response(200, cseq=7)]
+    (event,) = apply_all(table, messages)
+    assert isinstance(event, Registered)
+    assert (event.call_id, event.cseq, event.instance) == ("reg-1@10.0.0.1", 7, INSTANCE)
+    (event,) = apply_all(
+        RegistrationTable(require_2xx=False),
+        [register("<sip:alice@10.0.0.2:5062>", call_id="other", cseq=3)],
+    )
+    assert isinstance(event, Registered)
+    assert (event.call_id, event.cseq, event.instance) == ("other", 3, None)
+
+
+def test_registered_says_whether_the_ua_asked_for_refresh_pushes() -> None:
+    table = RegistrationTable(require_2xx=False)
+    (event,) = apply_all(table, [register(RFC8599_APNS + ";+sip.pnsreg")])
+    assert isinstance(event, Registered)
+    assert (event.pnsreg, event.expires) == (True, 600)
+    (event,) = apply_all(table, [register(RFC8599_APNS, call_id="x")])
+    assert isinstance(event, Registered)
+    assert event.pnsreg is False

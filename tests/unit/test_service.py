@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -684,3 +685,40 @@ async def test_a_later_request_keeps_the_shared_push_going_past_the_first_deadli
 )
 def test_normalize_aor(given: str, expected: str) -> None:
     assert normalize_aor(given) == expected
+
+
+async def test_registered_result_names_the_fresh_binding(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Kamailio relays to this binding only (DESIGN §12): Call-ID + CSeq, instance, address."""
+    device = apple_device()
+    event = attrs.evolve(
+        registered(ALICE, [device], contact=f"sip:alice@192.0.2.7:5071;pn-prid={APPLE_TOKEN}"),
+        call_id="reg-9",
+        cseq=12,
+        instance="urn:uuid:1",
+    )
+    bare = registered(ALICE, [device], contact="sip:alice@192.0.2.8")
+    results = []
+    async with running_service(store_with(device), FakePusher()) as service:
+        for ev in (event, bare):
+
+            async def wake(ev: Any = ev) -> None:
+                await trio.sleep(1)
+                service.on_registered(ev)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wake)
+                results.append(await service.call("push", {"aor": ALICE}))
+    assert results[0]["binding"] == {
+        "call_id": "reg-9",
+        "cseq": 12,
+        "instance": "urn:uuid:1",
+        "address": "192.0.2.7:5071",
+    }
+    assert results[1]["binding"] == {
+        "call_id": "",
+        "cseq": 0,
+        "instance": "",
+        "address": "192.0.2.8:5060",
+    }

@@ -254,3 +254,30 @@ def test_unserialisable_payload_is_rejected(account: tuple[dict[str, str], str])
         make_app(account[0]), DEVICE, PushMessage(payload={"x": object()}), "t", NOW, NOW
     )
     assert isinstance(outcome, Rejected) and "not JSON" in outcome.reason
+
+
+def test_missed_call_is_a_notification_collapsed_by_call_id(
+    account: tuple[dict[str, str], str],
+) -> None:
+    """DESIGN §12: Android shows it by itself (Kazoo-style loc-key), one per call."""
+    missed = PushMessage(call_id="c1", caller_number="100", caller_name="Bob", kind="missed_call")
+    body = json.loads(build(account[0], missed).body)["message"]
+    assert body["android"]["collapse_key"] == "c1"
+    assert body["android"]["notification"] == {
+        "tag": "c1",
+        "body_loc_key": "MC_MSG",
+        "body_loc_args": ["Bob"],
+    }
+    assert body["data"]["call-id"] == "c1"
+    # a wake-up stays data-only
+    assert "notification" not in json.loads(build(account[0]).body)["message"]["android"]
+
+
+def test_missed_call_template_without_loc_key_shows_the_caller(
+    account: tuple[dict[str, str], str],
+) -> None:
+    missed = PushMessage(call_id="", caller_number="100", kind="missed_call")
+    body = json.loads(build(account[0], missed, template='{"t": "{kind}"}').body)["message"]
+    assert body["data"] == {"t": "missed_call"}
+    assert body["android"]["notification"] == {"body": "100"}
+    assert "collapse_key" not in body["android"]
