@@ -298,6 +298,7 @@ class RedisClient:
 
     async def wait_connected(self) -> None:
         """Block until a connection is up (now, or after the next reconnect)."""
+        await trio.lowlevel.checkpoint()
         while not self.connected:
             await self._up.wait()
             await trio.lowlevel.checkpoint()
