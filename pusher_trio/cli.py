@@ -230,6 +230,19 @@ class Session:
 
         from .service import Service
 
+        if self.config.store.backend == "redis":  # DESIGN §10: the cluster's Redis itself
+            from .redis import RedisError
+            from .redis.cluster import call_offline
+
+            try:
+                result = trio.run(
+                    call_offline, self.config.store, method, dict(params), _OfflinePusher()
+                )
+            except ControlError as exc:
+                raise RemoteError.from_control(exc) from None
+            except (RedisError, ValueError) as exc:
+                raise CliError(f"no daemon answers and Redis cannot be used: {exc}") from None
+            return result, True
         with self.open_store() as store:
             service = Service(store, _OfflinePusher())
             try:

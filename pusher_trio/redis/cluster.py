@@ -94,6 +94,7 @@ class Cluster:
         """`status` → "redis": the connection state (DESIGN §10: say when Redis is down)."""
         client = self.client.statistics()
         return {
+            "up": int(client["state"] == "up"),  # the /metrics gauge pusher_trio_redis_up
             "state": client["state"],
             "since": client["since"],
             "address": client["address"],
@@ -103,3 +104,45 @@ class Cluster:
             "events": self.subscriber.statistics(),
             "queued_writes": self.store.queued_writes,
         }
+
+
+async def call_offline(store_config: Any, method: str, params: dict[str, Any], pusher: Any) -> Any:
+    """What the CLI does when no daemon answers: run the method on a Redis-backed service
+    (apps.* and config.*), then wait until Redis has the change. Raises RedisUnavailable
+    when Redis does not answer (nothing is written then)."""
+
+    cluster = Cluster.from_config(store_config)
+    # the CLI prints one line on failure (DESIGN §11), not the clients' state warnings
+    quiet = logging.getLogger("pusher_trio.redis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return await _call_offline(cluster, method, params, pusher)
+    finally:
+        quiet.setLevel(level)
+
+
+async def _call_offline(cluster: Cluster, method: str, params: dict[str, Any], pusher: Any) -> Any:
+    from ..service import Service
+    from .protocol import RedisUnavailable
+
+    result: Any = None
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cluster.run)
+        try:  # raised outside the nursery, so the caller sees the error itself
+            if not cluster.store.synced:
+                raise RedisUnavailable(
+                    f"Redis at {cluster.client.address} does not answer:"
+                    f" {cluster.client.last_error}"
+                )
+            result = await Service(cluster.store, pusher).call(method, params)
+            with trio.move_on_after(STARTUP_WAIT):
+                if not await cluster.store.aflush():
+                    raise RedisUnavailable("Redis went away before the change was written")
+        except Exception as exc:
+            error = exc
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return result
