@@ -322,6 +322,8 @@ class Sidecar:
     ca_file: str = ""
     log_level: str = "info"
     log_format: str = "json"
+    store_backend: str = "sqlite"  # "redis": redis_url below (DESIGN §10)
+    redis_url: str = ""
     control_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     sniffer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -359,6 +361,8 @@ require_2xx = true
 
 [store]
 path = "{self.workdir / "pusher.db"}"
+backend = "{self.store_backend}"
+{f'redis_url = "{self.redis_url}"' if self.redis_url else ""}
 
 [push]
 wait_timeout = {self.wait_timeout}
