@@ -280,7 +280,12 @@ class RedisClient:
             return tcp
         context = ssl.create_default_context(cafile=address.ca_file)
         tls = trio.SSLStream(tcp, context, server_hostname=address.host)
-        await tls.do_handshake()
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await tcp.aclose()
+            raise
         return tls
 
     async def _ping_loop(self, conn: _Connection) -> None:
@@ -338,6 +343,10 @@ class RedisClient:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # trio wraps the TLS error (a certificate refused) in it
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
     if isinstance(exc, trio.TooSlowError):
         return "no answer in time"
     if isinstance(exc, OSError) and exc.strerror:

@@ -172,7 +172,8 @@ class RedisStore(MemoryStore):
         self._pending_apps: dict[str, App | None] = {}
         self._pending_config: dict[str, Any] = {}
         self._events: deque[tuple[float, _Event]] = deque(maxlen=MAX_QUEUED_EVENTS)
-        self._claimed: set[str] = set()  # AORs whose push lock this node holds
+        # AORs whose push lock this node holds -> when the lock expires (monotonic)
+        self._claimed: dict[str, float] = {}
         self._writeback: list[tuple[bool, Command]] = []  # (is a device, HSETNX)
         self._in_flight = 0  # writes sent, not yet answered
         self._work = trio.Event()
@@ -386,7 +387,10 @@ class RedisStore(MemoryStore):
         if reply is None:
             self._stats["push_claims_lost"] += 1
             return False
-        self._claimed.add(aor)
+        now = time.monotonic()
+        if len(self._claimed) >= MAX_QUEUED_EVENTS:  # locks that expired unregistered
+            self._claimed = {a: t for a, t in self._claimed.items() if t > now}
+        self._claimed[aor] = now + ttl
         return True
 
     def on_message(self, channel: bytes, data: bytes) -> None:
@@ -400,8 +404,8 @@ class RedisStore(MemoryStore):
         self._stats["events_received"] += 1
         aor = message.get("a", "")
         if kind == "reg" and aor in self._claimed:
-            self._claimed.discard(aor)
-            self._queue_lock_release(aor)
+            if self._claimed.pop(aor) > time.monotonic():  # still ours: let the next call push
+                self._queue_lock_release(aor)
         if node == self.node_id:
             return
         if kind in ("reg", "dev"):
