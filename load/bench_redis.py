@@ -272,13 +272,14 @@ async def records(n: int, lookups: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 batch = []
                 for i in range(n):
+                    token = secrets.token_hex(32)  # APNs tokens are random: no easy compression
                     d = Device(
                         aor=f"user{i}@example.com", device_id=f"<urn:uuid:{i:08d}-0000-4000-8000-000000000000>",
-                        type="apple", app="org.example.phone", token=f"{i:064x}",
+                        type="apple", app="org.example.phone", token=token,
                         push_type="voip", extra={"source": "rfc8599", "team_id": "TEAM123456"},
                         user_agent="LinphoneiOS/5.2.0 (iPhone) LinphoneSDK/5.2.0",
                         contact=f"sip:user{i}@10.1.2.3:5060;transport=udp;pn-provider=apns;"
-                        f"pn-prid={i:064x};pn-param=TEAM123456.org.example.phone.voip",
+                        f"pn-prid={token};pn-param=TEAM123456.org.example.phone.voip",
                         last_registered=1.7e9 + i,
                     )  # fmt: skip
                     batch.append(("HSET", f"pusher:d:{d.aor}", d.device_id, _encode_device(d)))

@@ -2,7 +2,7 @@
 
 What lives where (every key starts with `key_prefix`):
 
-    d:<aor>    hash  device_id -> device record (JSON array, see _encode_device)
+    d:<aor>    hash  device_id -> device record (deflated JSON array, see _encode_device)
     apps       hash  app_id -> app (JSON; "f1:" + Fernet token when secret_key_file is set)
     config     hash  top-level key -> JSON value
     devices    int   number of device records (kept from HSET/HDEL replies)
@@ -31,6 +31,7 @@ import json
 import logging
 import secrets
 import time
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -63,19 +64,54 @@ RegisteredHook = Callable[[str, str, float], None]  # (aor, contact, at) seen by
 # --- encoding ---------------------------------------------------------------------------
 
 
-def _encode_device(d: Device) -> str:
-    """A positional JSON array: the field names would be most of a record's bytes."""
+# A record is its positional JSON array (field names would be most of its bytes),
+# deflated against a preset dictionary of what records repeat: field values, the SIP
+# contact's push params, common User-Agents. Measured with 1,000,000 records
+# (load/bench_redis.py records): 404 bytes of JSON become ~165, which is most of the
+# difference between ~740 and ~430 bytes of Redis memory per record; the token, once
+# in the record and once in the contact, is stored once (deflate finds the repeat).
+# A 1 KiB window and memLevel 2 keep the compressor state small enough to copy per
+# record (6 us against 12 us for a fresh compressobj with the dictionary).
+# The dictionary is part of the format: changing it needs a new tag.
+_ZTAG = b"z1"
+_ZDICT = (
+    b'{"source":"legacy","project":"mapping","source":"rfc8599","team_id":"'
+    b"LinphoneAndroid/LinphoneSDK/ (Android) LinphoneiOS/ (iPhone) LinphoneSDK/"
+    b";transport=tls;transport=tcp;ob;rinstance=;app-id=;pn-type=;pn-tok=;pn-provider=fcm"
+    b";pn-param=;pn-provider=webpush;transport=udp;pn-provider=apns;pn-prid=;pn-param="
+    b'"invalid","Unregistered",null,null]"firebase","alert",0,"voip",1,"valid",null,null]'
+    b'[1,"apple","sip:'
+)
+_ZWBITS = -10  # raw deflate, 1 KiB window (the dictionary and a record fit in it)
+_DEFLATE = zlib.compressobj(6, zlib.DEFLATED, _ZWBITS, 2, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+_INFLATE = zlib.decompressobj(_ZWBITS, _ZDICT)  # copied per record: no dictionary set-up each
+MAX_RECORD = 65536  # a record inflating beyond this is refused (no decompression bomb)
+
+
+def _encode_device(d: Device) -> bytes:
     fields = [
         DEVICE_FORMAT, d.type, d.app, d.token, int(d.sandbox), d.push_type, dict(d.extra),
         d.user_agent, d.contact, int(d.bound), d.last_registered, d.state, d.reason,
         d.invalidated_at,
     ]  # fmt: skip
-    return json.dumps(fields, separators=(",", ":"))
+    deflate = _DEFLATE.copy()
+    text = json.dumps(fields, separators=(",", ":")).encode()
+    return _ZTAG + deflate.compress(text) + deflate.flush()
 
 
 def _decode_device(aor: str, device_id: str, data: bytes | str) -> Device:
+    """Raises ValueError when the record is not one (of either format) we wrote."""
+    raw = data.encode() if isinstance(data, str) else data
+    if raw[:2] == _ZTAG:
+        inflate = _INFLATE.copy()
+        try:
+            raw = inflate.decompress(raw[2:], MAX_RECORD)
+        except zlib.error as exc:
+            raise ValueError(f"corrupt device record: {exc}") from None
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError("corrupt or oversized device record")
     (version, type_, app, token, sandbox, push_type, extra, user_agent, contact, bound,
-     last_registered, state, reason, invalidated_at) = json.loads(data)  # fmt: skip
+     last_registered, state, reason, invalidated_at) = json.loads(raw)  # fmt: skip
     if version != DEVICE_FORMAT:
         raise ValueError(f"unknown device record format {version!r}")
     return Device(

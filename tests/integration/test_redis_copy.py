@@ -11,6 +11,7 @@ import trio
 from cryptography.fernet import Fernet
 
 from pusher_trio.model import App, AppleCertAuth, Device, FirebaseAuth
+from pusher_trio.redis.store import _decode_device
 from pusher_trio.store import SqliteStore
 from tests.redis_harness import RedisServer, redis_server  # noqa: F401
 
@@ -112,7 +113,8 @@ async def test_copy_sqlite_to_redis_and_back(redis_server: RedisServer, tmp_path
         config, "store", "copy", "--from", f"sqlite:{source}", "--to", redis_server.url
     )
     assert code == 0, err
-    assert b"f" * 64 in redis_server.command("HGET", f"cp:d:{changed.aor}", changed.device_id)
+    raw = redis_server.command("HGET", f"cp:d:{changed.aor}", changed.device_id)
+    assert _decode_device(changed.aor, changed.device_id, raw) == changed
 
 
 async def test_copy_refuses_bad_locations_in_one_line(tmp_path: Path) -> None:

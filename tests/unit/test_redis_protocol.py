@@ -171,3 +171,83 @@ def test_subscriber_tells_messages_from_replies() -> None:
         [b"pmessage", b"*", b"ch", b"you"],
     ]
     assert conn.unsolicited() == []
+
+
+# --- the device record format (pusher_trio/redis/store.py) -----------------------------------
+
+
+def _device(**kw: object):  # type: ignore[no-untyped-def]
+    from pusher_trio.model import Device
+
+    token = "0f" * 32
+    fields: dict[str, object] = {
+        "aor": "alice@example.com",
+        "device_id": "<urn:uuid:1>",
+        "type": "apple",
+        "app": "com.example.app",
+        "token": token,
+        "push_type": "voip",
+        "extra": {"source": "rfc8599", "team_id": "TEAM123456"},
+        "user_agent": "LinphoneiOS/5.2.0 (iPhone) LinphoneSDK/5.2.0",
+        "contact": f"sip:alice@10.0.0.1:5060;transport=udp;pn-provider=apns;pn-prid={token}",
+        "last_registered": 1_700_000_000.123456,
+    }
+    fields.update(kw)
+    return Device(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"state": "invalid", "reason": "Unregistered", "invalidated_at": 5.5, "bound": False},
+        {"type": "firebase", "push_type": None, "sandbox": True, "extra": {}},
+        {"contact": 'sip:ü@例え.jp;x="q"', "user_agent": "\u2603" * 300},
+    ],
+)
+def test_device_record_round_trip_and_is_compact(changes: dict[str, object]) -> None:
+    import json
+
+    from pusher_trio.redis.store import _decode_device, _encode_device
+
+    device = _device(**changes)
+    data = _encode_device(device)
+    assert data.startswith(b"z1")
+    assert _decode_device(device.aor, device.device_id, data) == device
+    if not changes:
+        plain = json.dumps([1, device.token, device.contact, device.user_agent])
+        assert len(data) < len(plain) * 0.6  # the token is stored once, the rest deflated
+
+
+def test_device_record_format_1_plain_json_still_reads() -> None:
+    from pusher_trio.redis.store import _decode_device
+
+    device = _device()
+    plain = (
+        f'[1,"apple","com.example.app","{device.token}",0,"voip",'
+        '{"source":"rfc8599","team_id":"TEAM123456"},'
+        f'"{device.user_agent}","{device.contact}",1,1700000000.123456,"valid",null,null]'
+    )
+    assert _decode_device(device.aor, device.device_id, plain.encode()) == device
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"z1garbage", b"z1", b"not json", b"[2,1]", b"[]"],
+)
+def test_device_record_corrupt_is_a_value_error(data: bytes) -> None:
+    from pusher_trio.redis.store import _decode_device
+
+    with pytest.raises((ValueError, TypeError)):
+        _decode_device("a@b", "d", data)
+
+
+def test_device_record_bomb_is_refused() -> None:
+    import zlib
+
+    from pusher_trio.redis.store import _ZDICT, _decode_device
+
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -10, 2, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    bomb = b"z1" + deflate.compress(b"[" + b" " * 10_000_000 + b"]") + deflate.flush()
+    with pytest.raises(ValueError, match="oversized"):
+        _decode_device("a@b", "d", bomb)
