@@ -99,7 +99,7 @@ class Running:
 
 def _prepare_dirs(config: Config) -> None:
     """DESIGN §11: serve creates the parent folders of store.path and unix_socket."""
-    wanted = [("store.path", config.store.path)]
+    wanted = [("store.path", config.store.path)] if config.store.backend == "sqlite" else []
     if config.control.unix_socket != "-":
         wanted.append(("control.unix_socket", config.control.unix_socket))
     for key, path in wanted:
@@ -156,10 +156,22 @@ async def run(
         setup_logging(config.log.level, config.log.format, batched=True)
     _prepare_dirs(config)
     source = config.source or "<defaults>"
-    try:
-        store = await trio.to_thread.run_sync(SqliteStore, config.store.path)
-    except Exception as exc:
-        raise ConfigError(f"cannot open the store: {exc}", file=source, key="store.path") from None
+    cluster: Any = None
+    if config.store.backend == "redis":  # DESIGN §10
+        from .redis.cluster import Cluster
+
+        try:
+            cluster = Cluster.from_config(config.store)
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=source, key="store") from None
+        store: Any = cluster.store
+    else:
+        try:
+            store = await trio.to_thread.run_sync(SqliteStore, config.store.path)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot open the store: {exc}", file=source, key="store.path"
+            ) from None
 
     running = Running(config=config, store=store)
     try:
@@ -180,11 +192,18 @@ async def run(
                 ),
                 "store": store.statistics,
             }
+            if cluster is not None:
+                await root.start(cluster.run)
+                stats_sources["redis"] = cluster.statistics
             provider_stats = getattr(providers, "statistics", None)
             if provider_stats is not None:
                 stats_sources["providers"] = provider_stats
             service = Service(store, providers, waiters, config.push_settings(), stats_sources)
             running.service = service
+            on_registered = service.on_registered
+            if cluster is not None:
+                cluster.attach(service)
+                on_registered = cluster.wrap_registered(on_registered)
             await listeners.start("service", _serve_service, service)
 
             async def serve_sniffer(
@@ -196,7 +215,7 @@ async def run(
                     hep_auth_key=cfg.sniffer.hep_auth_key,
                     table=table,
                     store=store,
-                    on_registered=service.on_registered,
+                    on_registered=on_registered,
                 )
                 sniffer_box["sniffer"] = sniffer
                 await sniffer.serve(task_status=task_status)
@@ -296,6 +315,9 @@ async def run(
                 scope.shield = True
                 with trio.move_on_after(PROVIDERS_CLOSE):
                     await close_providers()
+                if cluster is not None:
+                    with trio.move_on_after(REPLY_FLUSH):
+                        await cluster.store.aflush()
             root.cancel_scope.cancel()
             log.info(
                 "stopped",

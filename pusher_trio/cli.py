@@ -242,6 +242,19 @@ class Session:
 
         from .service import Service
 
+        if self.config.store.backend == "redis":  # DESIGN §10: the cluster's Redis itself
+            from .redis import RedisError
+            from .redis.cluster import call_offline
+
+            try:
+                result = trio.run(
+                    call_offline, self.config.store, method, dict(params), _OfflinePusher()
+                )
+            except ControlError as exc:
+                raise RemoteError.from_control(exc) from None
+            except (RedisError, ValueError) as exc:
+                raise CliError(f"no daemon answers and Redis cannot be used: {exc}") from None
+            return result, True
         with self.open_store() as store:
             service = Service(store, _OfflinePusher())
             try:
@@ -868,6 +881,17 @@ def build_parser() -> argparse.ArgumentParser:
     _output_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="every counter")
 
+    st = sub.add_parser("store", parents=[common], help="the store itself (DESIGN §10)")
+    st_sub = st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    p = st_sub.add_parser(
+        "copy",
+        parents=[common],
+        help="copy devices, apps and config between backends (sqlite:PATH, redis://...)",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="FROM")
+    p.add_argument("--to", dest="target", required=True, metavar="TO")
+    p.set_defaults(func=cmd_store_copy)
+
     p = add("demo", cmd_demo, "the whole flow on this machine, nothing external")
     p.add_argument("--no-fcm", action="store_true", help="only the iOS (APNs) phone")
     p.add_argument("--json", action="store_true", help="the timeline as JSON lines")
@@ -882,6 +906,30 @@ def _output_options(p: argparse.ArgumentParser) -> None:
         help="JSON output (the default when stdout is not a terminal)",
     )
     group.add_argument("--table", action="store_true", help="a table even when piped")
+
+
+def cmd_store_copy(session: Session) -> int:
+    """`store copy`: key prefix, password and secret key files come from [store]."""
+    import trio
+
+    from .redis.copy import CopyError, copy_store
+
+    try:
+        counts = trio.run(
+            copy_store, session.args.source, session.args.target, session.config.store
+        )
+    except CopyError as exc:
+        raise CliError(str(exc)) from None
+    out = session.out
+    out.write(
+        f"copied {counts.devices} device records, {counts.apps} apps,"
+        f" {counts.config_keys} config keys\n"
+    )
+    for line in counts.skipped[:20]:
+        out.write(f"skipped {line}\n")
+    if len(counts.skipped) > 20:
+        out.write(f"skipped {len(counts.skipped) - 20} more\n")
+    return 1 if counts.skipped else 0
 
 
 def _seconds(text: str) -> float:

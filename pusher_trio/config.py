@@ -36,6 +36,7 @@ LogFormat = Literal["text", "json"]
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
+STORE_BACKENDS: tuple[str, ...] = ("sqlite", "redis")
 
 SOCKET_NAME = "control.sock"
 STORE_NAME = "pusher.db"
@@ -226,9 +227,26 @@ class SnifferConfig:
         return [parse_udp_listen(item) for item in self.listen]
 
 
+def _check_redis_url(text: str) -> None:
+    from .redis.protocol import parse_redis_url
+
+    try:
+        parse_redis_url(text)
+    except ValueError as exc:
+        raise _BadValue(str(exc).removeprefix("bad redis_url: ")) from None
+
+
 @attrs.frozen
 class StoreConfig:
     path: str = ""  # "" in a file: the state folder's pusher.db
+    # DESIGN §10: the cluster on Redis
+    backend: str = attrs.field(default="sqlite", validator=_field_check(_one_of(STORE_BACKENDS)))
+    redis_url: str = attrs.field(
+        default="redis://127.0.0.1:6379/0", validator=_field_check(_check_redis_url)
+    )
+    redis_password_file: str = ""
+    key_prefix: str = "pusher:"
+    secret_key_file: str = ""
 
 
 @attrs.frozen
@@ -437,6 +455,9 @@ def _resolve_paths(config: Config, base: Path | None, env: Mapping[str, str] | N
     if control.unix_socket != "-":  # "-": no UNIX socket (TCP only)
         control = attrs.evolve(control, unix_socket=resolve(control.unix_socket, SOCKET_NAME))
     store = attrs.evolve(config.store, path=resolve(config.store.path, STORE_NAME))
+    for key in ("redis_password_file", "secret_key_file"):
+        if getattr(store, key):
+            store = attrs.evolve(store, **{key: resolve(getattr(store, key), "")})
     push = config.push
     if push.ca_file:
         push = attrs.evolve(push, ca_file=resolve(push.ca_file, ""))

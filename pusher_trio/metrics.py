@@ -233,12 +233,21 @@ def status_families(status: Mapping[str, Any]) -> list[Metric]:
 
 
 def redis_families(redis: Mapping[str, Any]) -> Iterable[Metric]:
-    """Hook for the Redis store's state (DESIGN §10, issue 10): `status["redis"]`.
-
-    Nothing to export until that backend exists; it adds here `pusher_redis_up` and
-    the queued-writes gauge from its own statistics keys.
-    """
-    return ()
+    """The Redis backend's state (DESIGN §10): `status["redis"]`, absent with SQLite."""
+    out: list[Metric] = []
+    up = _number(redis.get("up"))
+    if up is not None:
+        out.append(GaugeMetricFamily("pusher_redis_up", "1 when Redis answers, else 0.", value=up))
+    queued = _number(redis.get("queued_writes"))
+    if queued is not None:
+        out.append(
+            GaugeMetricFamily(
+                "pusher_redis_queued_writes",
+                "Store writes waiting for Redis (replayed on reconnect).",
+                value=queued,
+            )
+        )
+    return out
 
 
 class StatusCollector(Collector):

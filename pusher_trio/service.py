@@ -371,7 +371,9 @@ class SharedPush:
 
     @property
     def delivered(self) -> bool:
-        return any(r is not None and r["outcome"] == "delivered" for r in self.results)
+        return any(
+            r is not None and r["outcome"] in ("delivered", "pushed_by_peer") for r in self.results
+        )
 
 
 def _device_report(device: Device) -> dict[str, JSON]:
@@ -655,6 +657,12 @@ class Service:
             extra={"source": "push_req"},
         )
 
+    async def _read_through(self, aor: str) -> None:
+        """A store that caches (Redis, DESIGN §10) reads the AOR's records in first."""
+        fetch = getattr(self.store, "fetch_devices", None)
+        if fetch is not None:
+            await fetch(aor)
+
     def _targets(self, aor: str) -> list[Device]:
         return [d for d in self.store.devices(aor) if d.state == "valid"]
 
@@ -685,6 +693,8 @@ class Service:
             if shared is None or shared.abandoned:
                 # No push for this AOR yet, or the last one was given up unfinished
                 # at its deadline while later requests kept waiting: push (again).
+                if not request.direct:
+                    await self._read_through(request.aor)
                 devices = [request.direct] if request.direct else self._targets(request.aor)
                 if not devices:
                     raise self._no_target(request.aor)
@@ -789,6 +799,8 @@ class Service:
             with trio.move_on_at(deadline):
                 await shared.done.wait()
         else:
+            if not request.direct:
+                await self._read_through(request.aor)
             devices = [request.direct] if request.direct else self._targets(request.aor)
             if not devices:
                 raise self._no_target(request.aor)
@@ -815,11 +827,28 @@ class Service:
     async def _push_for_group(self, group: WaitGroup, shared: SharedPush) -> None:
         assert group.scope is not None
         with group.scope:
+            if await self._claimed_elsewhere(shared, group.scope.deadline):
+                return
             await self._send_all(shared)
         if not shared.done.is_set():
             shared.abandoned = True
         elif not shared.delivered:
             self.waiters.fail(group.aor, self._rejected(shared))
+
+    async def _claimed_elsewhere(self, shared: SharedPush, deadline: float) -> bool:
+        """DESIGN §10, one push per sleeping AOR across the cluster: when another node
+        already pushes to this AOR, report that and only wait for the registration."""
+        claim = getattr(self.store, "claim_push", None)
+        if claim is None or not shared.aor:
+            return False
+        if await claim(shared.aor, deadline - trio.current_time()):
+            return False
+        shared.results = [
+            {**_device_report(d), "outcome": "pushed_by_peer", "reason": None}
+            for d in shared.devices
+        ]
+        shared.done.set()
+        return True
 
     async def _send_all(self, shared: SharedPush) -> None:
         if self.observers:
@@ -1143,7 +1172,9 @@ class Service:
             raise InvalidParams("aor must be a string")
         names = self._token_param_names()
         wanted = normalize_aor(aor) if aor else None
-        devices = sorted(self.store.devices(wanted), key=lambda d: (d.aor, d.device_id))
+        fetch = getattr(self.store, "fetch_devices", None)  # Redis: the cluster's records
+        found = await fetch(wanted) if fetch is not None else self.store.devices(wanted)
+        devices = sorted(found, key=lambda d: (d.aor, d.device_id))
         return {"devices": [self.device_view(d, names) for d in devices]}
 
     async def rpc_devices_remove(self, params: dict[str, JSON], received: float) -> JSON:

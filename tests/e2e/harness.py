@@ -349,6 +349,8 @@ class Sidecar:
     log_format: str = "json"
     hep_capture: str = ""  # [hep] capture (Homer), e.g. "udp:127.0.0.1:PORT"
     binding_refresh_lead: float | None = None  # None: the default
+    store_backend: str = "sqlite"  # "redis": redis_url below (DESIGN §10)
+    redis_url: str = ""
     control_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     sniffer_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -386,6 +388,8 @@ require_2xx = true
 
 [store]
 path = "{self.workdir / "pusher.db"}"
+backend = "{self.store_backend}"
+{f'redis_url = "{self.redis_url}"' if self.redis_url else ""}
 
 [push]
 wait_timeout = {self.wait_timeout}

@@ -142,7 +142,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 @pytest.mark.parametrize(
     "flags",
-    [(), ("WITH_AUTH",), ("WITH_AUTH", "WITH_MIRROR_BEFORE_AUTH"), ("WITH_DEBUG",)],
+    [
+        (),
+        ("WITH_AUTH",),
+        ("WITH_AUTH", "WITH_MIRROR_BEFORE_AUTH"),
+        ("WITH_DEBUG",),
+        ("WITH_DMQ", "WITH_AUTH"),
+    ],
     ids=lambda f: "+".join(f) or "default",
 )
 def test_shipped_config_parses(tmp_path: Path, flags: tuple[str, ...]) -> None:

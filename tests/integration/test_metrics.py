@@ -133,3 +133,10 @@ def test_status_families_skip_what_is_not_a_number() -> None:
     assert "pusher_devices" not in families
     assert families["pusher_registrations"].samples[0].value == 4
     assert families["pusher_push_requests"].samples[0].labels == {"result": "a"}
+
+
+def test_status_families_export_the_redis_state_only_with_the_redis_backend() -> None:
+    assert not {f.name for f in status_families({})} & {"pusher_redis_up"}
+    down = {f.name: f for f in status_families({"redis": {"up": 0, "queued_writes": 7}})}
+    assert down["pusher_redis_up"].samples[0].value == 0
+    assert down["pusher_redis_queued_writes"].samples[0].value == 7

@@ -21,6 +21,7 @@ PURE = {
     "webpush.py",
     "events.py",
     "tables.py",
+    "protocol.py",  # redis/
 }
 
 

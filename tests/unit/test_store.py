@@ -55,9 +55,33 @@ APPS = [
 ]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def redis_for_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.redis_harness import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStore]:
-    s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
+    """ "redis": writes on one node, reads by another from Redis (tests/redis_harness.py)."""
+    s: Any
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "sqlite":
+        s = SqliteStore(tmp_path / "s.db")
+    else:
+        from cryptography.fernet import Fernet
+
+        from tests.redis_harness import TwoNodes
+
+        server = request.getfixturevalue("redis_for_store")
+        prefix = f"t{request.node.name}:"  # one server for the module, a key space per test
+        s = TwoNodes(server.url, prefix, secret_key=Fernet.generate_key().decode())
     yield s
     s.close()
 
