@@ -21,6 +21,7 @@ parses headers lazily); the table is unchanged then.
 from __future__ import annotations
 
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -314,7 +315,7 @@ def target_from_params(
         aor=aor,
         device_id=instance or token,
         type=type_,
-        app=app,
+        app=sys.intern(app),  # a few apps, a million records: one string each
         token=token,
         sandbox=sandbox,
         push_type=push_type,
@@ -402,7 +403,8 @@ def aor_of(message: sip.Request | sip.Response) -> str:
 
 def _summarize(request: sip.Request) -> _Request:
     aor = aor_of(request)
-    user_agent = request.headers.get("User-Agent") or ""
+    # shared by every record with this User-Agent (the store holds a million of them)
+    user_agent = sys.intern(request.headers.get("User-Agent") or "")
     default_expires = _int_or_none(request.headers.get("Expires"))
     if default_expires is None:
         default_expires = DEFAULT_EXPIRES
