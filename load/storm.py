@@ -1,6 +1,7 @@
 """Load runs against a real Kamailio, real sipp and the real sidecar (`nox -s load`).
 
     python -m load.storm [--only register|wake|parked] [--max-rate 14000] [--step-seconds 3]
+                         [--cycle-users N]
                          [--wake-phones 1000] [--wake-rate 100] [--parked 10000]
 
 Three parts, each bounded in count and time, loopback only, printing a table and
@@ -16,7 +17,11 @@ asserting nothing about speed:
   kernel's drop counter of the sniffer's socket (/proc/net/udp); sipp's
   retransmissions; the sidecar's and Kamailio's CPU. A step is *clean* when sipp
   retransmitted < 0.1 % and Kamailio reached >= 95 % of the target; the figure to
-  quote is the highest clean step with no loss.
+  quote is the highest clean step with no loss. By default every REGISTER is a new
+  user and token (a new device record each); `--cycle-users N` has the sipp
+  processes cycle through the same N users and tokens in every step instead, as
+  phones refreshing their registrations do (new Call-ID, From tag and branch each
+  time, same Contact).
 * Wake-up storm: N phones registered with push params, then unregistered (asleep);
   N calls at rate R; each needs push -> (the APNs stand-in delivers) -> REGISTER ->
   INVITE relayed -> answered. Call success, and the sidecar-added latency p50/p99
@@ -302,10 +307,16 @@ def start_sipp(
 
 
 async def register_storm(
-    workdir: Path, rates: list[int], step_seconds: float, baseline: bool = False
+    workdir: Path,
+    rates: list[int],
+    step_seconds: float,
+    baseline: bool = False,
+    cycle_users: int = 0,
 ) -> None:
     """Step the REGISTER rate up; `baseline`: HEP copies go to a socket nobody reads
-    (Kamailio's and sipp's own ceiling on this machine, without the sidecar's CPU)."""
+    (Kamailio's and sipp's own ceiling on this machine, without the sidecar's CPU);
+    `cycle_users`: the same N users in every step (refreshes), else new ones."""
+    pool = [(f"c{i}", secrets.token_hex(TOKEN_BYTES)) for i in range(cycle_users)]
     rows = []
     best = 0
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -328,7 +339,12 @@ async def register_storm(
             kam_pids = group_pids(rig.kamailio.proc.pid)
             cpu0 = (cpu_seconds([rig.sidecar.proc.pid]), cpu_seconds(kam_pids), time.monotonic())
             for p in range(n_proc):
-                users = [(f"s{step}p{p}u{i}", secrets.token_hex(TOKEN_BYTES)) for i in range(count)]
+                if pool:  # sipp reads a SEQUENTIAL file round and round
+                    users = pool[p::n_proc]
+                else:
+                    users = [
+                        (f"s{step}p{p}u{i}", secrets.token_hex(TOKEN_BYTES)) for i in range(count)
+                    ]
                 inf = write_users(workdir / f"reg{step}_{p}.csv", users, 600)
                 procs.append(
                     start_sipp(rig, "register_storm.xml", f"reg{step}_{p}", inf=inf, calls=count, rate=per,
@@ -375,7 +391,8 @@ async def register_storm(
     table(
         "REGISTER storm, BASELINE: HEP copies to a socket nobody reads (no sidecar work)"
         if baseline
-        else "REGISTER storm (Kamailio -> HEPv3 -> sniffer); rates and copies from Kamailio's statistics",
+        else "REGISTER storm (Kamailio -> HEPv3 -> sniffer); rates and copies from Kamailio's statistics"
+        + (f"; {cycle_users:,} users cycling (refreshes)" if cycle_users else "; a new user per REGISTER"),
         ["target/s", "reached/s", "sipp retrans %", "sipp failed", "mirrored (kamailio)",
          "counted (sidecar)", "loss", "sniffer kernel drops", "kamailio kernel drops",
          "sidecar CPU %", "kamailio CPU %", "clean step", "lossless"],
@@ -404,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the REGISTER storm with HEP to a discard socket",
     )
     parser.add_argument("--step-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--cycle-users", type=int, default=0, help="REGISTER storm: refresh N users, not new ones"
+    )
     parser.add_argument("--wake-phones", type=int, default=1000)
     parser.add_argument("--wake-rate", type=float, default=100.0)
     parser.add_argument(
@@ -427,9 +447,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         if "register" in parts:
-            trio.run(register_storm, workdir / "register", rates, args.step_seconds)
+            trio.run(
+                register_storm,
+                workdir / "register",
+                rates,
+                args.step_seconds,
+                False,
+                args.cycle_users,
+            )
             if args.baseline:
-                trio.run(register_storm, workdir / "baseline", rates, args.step_seconds, True)
+                trio.run(
+                    register_storm,
+                    workdir / "baseline",
+                    rates,
+                    args.step_seconds,
+                    True,
+                    args.cycle_users,
+                )
         if "wake" in parts:
             trio.run(
                 wake_storm, workdir / "wake", args.wake_phones, args.wake_rate, args.wake_background

@@ -430,11 +430,13 @@ def _summarize(request: sip.Request) -> _Request:
 # --- refreshes without the parser ------------------------------------------------------
 
 # Header lines that change between two refreshes of one binding (RFC 3261 §10.2.4: the
-# same Call-ID, a higher CSeq; a new Via branch; a new digest response) and that
-# _summarize never reads. Only this exact spelling is left out of the key: any other
+# same Call-ID, a higher CSeq; a new Via branch; a new digest response; after a restart
+# a new Call-ID and From tag) and that _summarize never reads. Only this exact spelling is left out of the key: any other
 # spelling (compact `v:`, `call-id:`) stays in it, which costs a cache miss, not a
 # wrong answer. `\n` anchors each to a line start, so the start line always stays.
-_VOLATILE = re.compile(rb"\n(?:Via|Call-ID|CSeq|Authorization|Proxy-Authorization):[^\n]*")
+_VOLATILE = re.compile(
+    rb"\n(?:Via|From|Call-ID|CSeq|Authorization|Proxy-Authorization|Date):[^\n]*"
+)
 # ... of which the parser checks these two; the key's check must refuse what it refuses.
 _CHECKED = re.compile(rb"\n(Call-ID|CSeq):([^\n]*)")
 _CSEQ_VALUE = re.compile(rb"[ \t]*([0-9]{1,10}) REGISTER[ \t\r]*")
@@ -446,8 +448,8 @@ _MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: less than 2**31
 def summary_key(payload: bytes) -> bytes | None:
     """What `_summarize(parse_message(payload))` depends on, as bytes; None if unsure.
 
-    The REGISTER without its volatile lines (Via, Call-ID, CSeq, Authorization,
-    Proxy-Authorization): two REGISTERs with the same key parse alike and give the
+    The REGISTER without its volatile lines (Via, From, Call-ID, CSeq, Authorization,
+    Proxy-Authorization, Date): two REGISTERs with the same key parse alike and give the
     same summary, or both fail to parse (the left-out lines are checked here as the
     parser checks them). None for any layout the parser would read differently
     (folded lines, LF-only empty lines, oversized messages): those take the parser.
