@@ -382,7 +382,9 @@ async def register_storm(
                 rate, round(reached), f"{100 * retrans / max(ok + failed, 1):.2f}", failed,
                 mirrored, counted, mirrored - counted, sniff_drops,
                 socket_drops(rig.kamailio.sip_port) - kam0,
-                f"{100 * (cpu1[0] - cpu0[0]) / wall:.0f}", f"{100 * (cpu1[1] - cpu0[1]) / wall:.0f}",
+                f"{100 * (cpu1[0] - cpu0[0]) / wall:.0f}",
+                f"{(cpu1[0] - cpu0[0]) / max(counted, 1) * 1e6:.1f}",
+                f"{100 * (cpu1[1] - cpu0[1]) / wall:.0f}",
                 "yes" if clean_step else "no", "yes" if lossless else "no",
             ])  # fmt: skip
             if clean_step and (lossless or baseline):
@@ -395,13 +397,15 @@ async def register_storm(
         + (f"; {cycle_users:,} users cycling (refreshes)" if cycle_users else "; a new user per REGISTER"),
         ["target/s", "reached/s", "sipp retrans %", "sipp failed", "mirrored (kamailio)",
          "counted (sidecar)", "loss", "sniffer kernel drops", "kamailio kernel drops",
-         "sidecar CPU %", "kamailio CPU %", "clean step", "lossless"],
+         "sidecar CPU %", "sidecar CPU us/datagram", "kamailio CPU %", "clean step",
+         "lossless"],
         rows,
     )  # fmt: skip
     print(
         "reached/s: REGISTERs Kamailio received per second of the step (core:rcv_requests_register);"
         " mirrored: REGISTERs received + replies sent (siptrace copies both); loss = mirrored -"
         " counted. A clean step has < 0.1 % sipp retransmissions and >= 95 % of its target reached."
+        " sidecar CPU us/datagram: the sidecar's CPU time in the step / datagrams it counted."
     )
     if baseline:
         print(f"Kamailio's clean ceiling without the sidecar: {best or 'none'} REGISTER/s reached")
