@@ -63,6 +63,11 @@ DEFAULT_EXPIRES = 3600
 # 16k phones (a Kamailio restart) and a sipp storm cycling 5,000 users.
 DEFAULT_SUMMARY_CACHE = 16_384
 DEFAULT_SUMMARY_CACHE_BYTES = 32 * 1024 * 1024
+# The key costs about a quarter of a parse. When fewer than 1 in 10 of the last
+# SUMMARY_PROBE answered REGISTERs were refreshes (a storm of new phones), the next
+# SUMMARY_PAUSE are parsed without the cache, then it is tried again.
+SUMMARY_PROBE = 1024
+SUMMARY_PAUSE = 3 * 1024
 _ENTRY_OVERHEAD = 550  # dict slot, tuples, objects: measured ~2.1 KB per bench REGISTER in all
 _RAW_OVERHEAD = 250  # a REGISTER kept as bytes: key tuple, dict slot, bytes header
 
@@ -524,7 +529,9 @@ class RegistrationTable:
     REGISTER challenged with 401, or never answered, is never parsed at all). The
     summary of an answered REGISTER is cached by `summary_key` (at most `summary_cache`
     entries and ~`summary_cache_bytes`; 0 turns it off): a refresh whose Contact, To,
-    Expires and User-Agent did not change is not parsed again.
+    Expires and User-Agent did not change is not parsed again. While answered
+    REGISTERs are nearly all new (fewer than 1 in 10 refreshes), the cache is paused
+    so that a storm of new phones does not pay for the keys.
     """
 
     def __init__(
@@ -550,10 +557,15 @@ class RegistrationTable:
         self._bytes = 0
         self._oldest_at = 0.0  # at most the arrival time of the oldest pending entry
         # summary_key(REGISTER) -> (its summary, estimated size); oldest first
-        self._summaries: dict[bytes, tuple[_Request, int]] = {}
+        # (an OrderedDict: popping a plain dict's oldest key again and again makes
+        # next(iter()) walk the deleted slots; popitem(last=False) does not)
+        self._summaries: OrderedDict[bytes, tuple[_Request, int]] = OrderedDict()
         self._summary_max = summary_cache
         self._summary_max_bytes = summary_cache_bytes
         self._summary_bytes = 0
+        self._summary_lookups = 0  # in the current probe window
+        self._summary_window_hits = 0
+        self._summary_pause = 0  # answered REGISTERs left to parse without the cache
         self._stats = {
             "registers": 0,
             "answered_2xx": 0,
@@ -660,12 +672,22 @@ class RegistrationTable:
         A phone refreshes with the same Contact, To, Expires and User-Agent every few
         minutes; the cache spares the parse and the Contact/param extraction then.
         """
-        key = summary_key(payload) if self._summary_max else None
-        if key is not None:
-            hit = self._summaries.get(key)
-            if hit is not None:
-                self._stats["summary_hits"] += 1
-                return hit[0]
+        key = None
+        if self._summary_pause:
+            self._summary_pause -= 1
+        elif self._summary_max:
+            key = summary_key(payload)
+            self._summary_lookups += 1
+            if self._summary_lookups >= SUMMARY_PROBE:
+                if self._summary_window_hits * 10 < self._summary_lookups:
+                    self._summary_pause = SUMMARY_PAUSE
+                self._summary_lookups = self._summary_window_hits = 0
+            if key is not None:
+                hit = self._summaries.get(key)
+                if hit is not None:
+                    self._stats["summary_hits"] += 1
+                    self._summary_window_hits += 1
+                    return hit[0]
         try:
             message = sip.parse_message(payload)
             if not isinstance(message, sip.Request) or message.method != "REGISTER":
@@ -681,8 +703,7 @@ class RegistrationTable:
             while summaries and (
                 len(summaries) > self._summary_max or self._summary_bytes > self._summary_max_bytes
             ):
-                oldest = next(iter(summaries))
-                self._summary_bytes -= summaries.pop(oldest)[1]
+                self._summary_bytes -= summaries.popitem(last=False)[1][1]
         return summary
 
     def is_pending(self, call_id: str, cseq: int) -> bool:

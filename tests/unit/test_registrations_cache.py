@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sip
+from pusher_trio import registrations
 from pusher_trio.registrations import Registered, RegistrationTable, summary_key
 
 TOKEN = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad"
@@ -154,3 +155,26 @@ def test_cached_answers_match_a_fresh_parse_for_every_refresh() -> None:
         )
     assert cached.statistics()["summary_hits"] == 44
     assert sip.parse_message(register()).method == "REGISTER"
+
+
+def test_a_storm_of_new_phones_pauses_the_cache_then_it_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registrations, "SUMMARY_PROBE", 10)
+    monkeypatch.setattr(registrations, "SUMMARY_PAUSE", 20)
+    cached, parsed = RegistrationTable(), RegistrationTable(summary_cache=0)
+    number = 0
+
+    def both(payload: bytes) -> None:
+        nonlocal number
+        number += 1
+        assert answer(cached, payload, number, 1.0) == answer(parsed, payload, number, 1.0)
+
+    for i in range(10):  # ten new phones: no refresh among them
+        both(register(user=f"new{i}"))
+    for _ in range(20):  # paused: parsed, not looked up
+        both(register(user="new9"))
+    assert cached.statistics()["summary_hits"] == 0
+    for _ in range(10):  # tried again: new9's summary is still cached
+        both(register(user="new9"))
+    assert cached.statistics()["summary_hits"] == 10
