@@ -11,7 +11,8 @@ straight into the store's schema, then measures:
   line, its RSS then, the same for an empty store (the per-record figure is the
   difference), and the round trip of `devices.list {aor}` over the control socket.
 
-    python -m load.bench_store [--records 1000000] [--lookups 2000] [--skip-serve]
+    python -m load.bench_store [--records 1000000] [--lookups 2000] [--refresh 200000]
+                               [--skip-serve]
 
 Figures depend on the machine and its load (other processes slow a start-up); RSS is
 from /proc/PID/status (VmRSS), after the start-up's gc.collect().
@@ -43,6 +44,33 @@ def aor(n: int) -> str:
     return f"user{n:07d}@example.com"
 
 
+def identities(records: int) -> Any:
+    """(n, token, instance id, contact, age) of each device, the same in every call."""
+    rng = random.Random(11)
+    for n in range(records):
+        token = rng.randbytes(32).hex()
+        instance = f"urn:uuid:{rng.randbytes(16).hex()}"
+        contact = (
+            f"sip:user{n:07d}@10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}:5060;"
+            f"transport=udp;pn-provider=apns;pn-prid={token};pn-param={TEAM}.{BUNDLE}.voip"
+        )
+        yield n, token, instance, contact, rng.random() * 3600
+
+
+def register(n: int, instance: str, contact: str) -> bytes:
+    """The REGISTER that device n refreshes with (its 2xx makes the same record)."""
+    return (
+        f"REGISTER sip:example.com SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 10.1.2.3:5060;branch=z9hG4bK{n}\r\n"
+        f"From: <sip:user{n:07d}@example.com>;tag={n}\r\n"
+        f"To: <sip:user{n:07d}@example.com>\r\n"
+        f"Call-ID: refresh-{n}\r\nCSeq: 2 REGISTER\r\n"
+        f"User-Agent: {USER_AGENT}\r\n"
+        f'Contact: <{contact}>;+sip.instance="<{instance}>";expires=600\r\n'
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def build(path: str, records: int) -> float:
     """Write `records` devices in the store's schema; returns the seconds it took."""
     from pusher_trio.model import Device
@@ -57,10 +85,7 @@ def build(path: str, records: int) -> float:
     extra = {"source": "rfc8599", "team_id": TEAM}
 
     def rows() -> Any:
-        rng = random.Random(11)
-        for n in range(records):
-            token = rng.randbytes(32).hex()
-            instance = f"urn:uuid:{rng.randbytes(16).hex()}"
+        for n, token, instance, contact, age in identities(records):
             yield _device_row(
                 Device(
                     aor=aor(n),
@@ -71,10 +96,8 @@ def build(path: str, records: int) -> float:
                     push_type="voip",
                     extra=extra,
                     user_agent=USER_AGENT,
-                    contact=f"sip:user{n:07d}@10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}:5060;"
-                    f"transport=udp;pn-provider=apns;pn-prid={token};"
-                    f"pn-param={TEAM}.{BUNDLE}.voip",
-                    last_registered=now - rng.random() * 3600,
+                    contact=contact,
+                    last_registered=now - age,
                 )
             )
 
@@ -95,8 +118,14 @@ def rss_kib(pid: int | str = "self") -> int:
     return 0
 
 
-def open_in_process(path: str, records: int, lookups: int) -> dict[str, Any]:
-    """Run in a fresh interpreter (--open): open the store, measure, print JSON."""
+def open_in_process(path: str, records: int, lookups: int, refresh: int) -> dict[str, Any]:
+    """Run in a fresh interpreter (--open): open the store, measure, print JSON.
+
+    Then `refresh` devices register again through a RegistrationTable (REGISTER +
+    200, the same Contact: the sniffer's path), and the RSS growth is measured again:
+    a refreshed record is a new Device from the parser, and a refresh within the
+    write interval is remembered in memory only.
+    """
     import gc
 
     from pusher_trio.store import SqliteStore
@@ -116,6 +145,21 @@ def open_in_process(path: str, records: int, lookups: int) -> dict[str, Any]:
         found += len(store.devices(a))
     lookup_cpu = time.process_time() - t0
     count = store.device_count()
+    refreshed = refresh_growth = 0.0
+    if refresh:
+        from pusher_trio.registrations import Registered, RegistrationTable
+
+        table = RegistrationTable()
+        now = time.time()
+        base = after
+        for n, _token, instance, contact, _age in identities(min(refresh, records)):
+            table.apply_register(register(n, instance, contact), "r", n, now, {})
+            for event in table.apply_response("r", n, 200, now, {}):
+                if isinstance(event, Registered) and store.put_devices(event.devices):
+                    raise RuntimeError(f"device {n}: the refresh changed the record")
+            refreshed += 1
+        gc.collect()
+        refresh_growth = (rss_kib() - base) * 1024
     store.close()
     return {
         "records": count,
@@ -124,6 +168,8 @@ def open_in_process(path: str, records: int, lookups: int) -> dict[str, Any]:
         "bytes_per_record": (after - before) * 1024 / count if count else 0.0,
         "lookup_us": lookup_cpu / len(aors) * 1e6 if aors else 0.0,
         "found": found,
+        "refreshed": refreshed,
+        "bytes_per_refresh": refresh_growth / refreshed if refreshed else 0.0,
     }
 
 
@@ -182,10 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=2000)
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument(
+        "--refresh", type=int, default=200_000, help="devices refreshed after the open"
+    )
     parser.add_argument("--open", nargs=2, metavar=("PATH", "RECORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.open:
-        print(json.dumps(open_in_process(args.open[0], int(args.open[1]), args.lookups)))
+        print(json.dumps(open_in_process(args.open[0], int(args.open[1]), args.lookups,
+                                         args.refresh)))  # fmt: skip
         return 0
     records = min(args.records, MAX_RECORDS)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
@@ -195,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"store file: {records:,} devices written in {seconds:.1f} s, "
               f"{size / 2**20:,.0f} MiB ({size / max(records, 1):,.0f} bytes per record)",
               flush=True)  # fmt: skip
-        cmd = [sys.executable, "-m", "load.bench_store", "--lookups", str(args.lookups)]
+        cmd = [sys.executable, "-m", "load.bench_store", "--lookups", str(args.lookups),
+               "--refresh", str(args.refresh)]  # fmt: skip
         proc = subprocess.run([*cmd, "--open", db, str(records)], check=True,
                               capture_output=True, text=True, timeout=STARTUP_TIMEOUT)  # fmt: skip
         r = json.loads(proc.stdout)
@@ -203,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['open_seconds']:.2f} s; RSS +{r['rss_growth_kib'] / 1024:,.0f} MiB = "
               f"{r['bytes_per_record']:,.0f} bytes per record; store.devices(aor) "
               f"{r['lookup_us']:.2f} us CPU", flush=True)  # fmt: skip
+        if r["refreshed"]:
+            print(f"then {r['refreshed']:,.0f} of them refreshed through a RegistrationTable "
+                  f"(same Contact; on disk when older than the refresh interval): RSS +{r['bytes_per_refresh']:,.0f} bytes "
+                  "per refreshed record", flush=True)  # fmt: skip
         if args.skip_serve:
             return 0
         empty = f"{tmp}/empty.db"

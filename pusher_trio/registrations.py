@@ -289,6 +289,23 @@ def _by_names(
     return (type_, app, token, sandbox, None, extra)
 
 
+# Equal extras of APNs/FCM devices ({"source": "rfc8599", "team_id": ...}: a few
+# distinct ones) share one read-only mapping instead of a ~230-byte dict per record,
+# as the store's load does. Web Push extras carry per-browser keys: not shared.
+_EXTRAS: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_EXTRAS_MAX = 10_000
+
+
+def _shared_extra(extra: dict[str, str]) -> dict[str, str]:
+    key = tuple(extra.items())
+    shared = _EXTRAS.get(key)
+    if shared is None:
+        if len(_EXTRAS) >= _EXTRAS_MAX:
+            _EXTRAS.clear()
+        shared = _EXTRAS[key] = extra
+    return shared
+
+
 def target_from_params(
     params: Mapping[str, str],
     instance: str | None,
@@ -324,7 +341,7 @@ def target_from_params(
         token=token,
         sandbox=sandbox,
         push_type=push_type,
-        extra=extra,
+        extra=extra if type_ == "webpush" else _shared_extra(extra),
         user_agent=user_agent,
         contact=contact,
         bound=True,

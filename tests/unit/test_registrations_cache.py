@@ -178,3 +178,14 @@ def test_a_storm_of_new_phones_pauses_the_cache_then_it_is_tried_again(
     for _ in range(10):  # tried again: new9's summary is still cached
         both(register(user="new9"))
     assert cached.statistics()["summary_hits"] == 10
+
+
+def test_devices_with_equal_extras_share_one_mapping() -> None:
+    table = RegistrationTable()
+    (a,) = answer(table, register(user="a"), 1, 1.0)
+    other = f"pn-provider=apns;pn-prid={'cd' * 32};pn-param=TEAM1.com.example.app.voip"
+    (b,) = answer(table, register(user="b", contact_params=other), 2, 1.0)
+    assert isinstance(a, Registered) and isinstance(b, Registered)
+    assert a.devices[0].extra == {"source": "rfc8599", "team_id": "TEAM1"}
+    assert a.devices[0].extra is b.devices[0].extra
+    assert a.devices[0].user_agent is b.devices[0].user_agent
