@@ -1,6 +1,6 @@
 """`nox -s bench`: every benchmark in one run. Prints figures; asserts nothing about speed.
 
-`python -m load.bench [sip|push|service|sniffer|metrics ...]` runs the named parts only.
+`python -m load.bench [sip|push|service|sniffer|store|metrics ...]` runs the named parts only.
 `service` is the figure a deployment sees (pushes through the running sidecar's control
 socket); `push` measures the provider layer in-process.
 """
@@ -17,6 +17,7 @@ PARTS = {
     "push": "load.bench_push",
     "service": "load.bench_service",
     "sniffer": "load.bench_sniffer",
+    "store": "load.bench_store",
     "metrics": "load.bench_metrics",
 }
 

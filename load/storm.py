@@ -1,6 +1,7 @@
 """Load runs against a real Kamailio, real sipp and the real sidecar (`nox -s load`).
 
     python -m load.storm [--only register|wake|parked] [--max-rate 14000] [--step-seconds 3]
+                         [--cycle-users N]
                          [--wake-phones 1000] [--wake-rate 100] [--parked 10000]
 
 Three parts, each bounded in count and time, loopback only, printing a table and
@@ -16,7 +17,11 @@ asserting nothing about speed:
   kernel's drop counter of the sniffer's socket (/proc/net/udp); sipp's
   retransmissions; the sidecar's and Kamailio's CPU. A step is *clean* when sipp
   retransmitted < 0.1 % and Kamailio reached >= 95 % of the target; the figure to
-  quote is the highest clean step with no loss.
+  quote is the highest clean step with no loss. By default every REGISTER is a new
+  user and token (a new device record each); `--cycle-users N` has the sipp
+  processes cycle through the same N users and tokens in every step instead, as
+  phones refreshing their registrations do (new Call-ID, From tag and branch each
+  time, same Contact).
 * Wake-up storm: N phones registered with push params, then unregistered (asleep);
   N calls at rate R; each needs push -> (the APNs stand-in delivers) -> REGISTER ->
   INVITE relayed -> answered. Call success, and the sidecar-added latency p50/p99
@@ -309,14 +314,17 @@ async def register_storm(
     step_seconds: float,
     baseline: bool = False,
     check: bool = True,
+    cycle_users: int = 0,
 ) -> None:
     """Step the REGISTER rate up; `baseline`: HEP copies go to a socket nobody reads
     (Kamailio's and sipp's own ceiling on this machine, without the sidecar's CPU).
     `check`: each REGISTER is checked with the sidecar before save() (DESIGN §12, the
-    default); off: PUSHER_CHECK=0, saved statelessly at once."""
+    default); off: PUSHER_CHECK=0, saved statelessly at once. `cycle_users`: the same N
+    users in every step (refreshes), else new ones."""
     from pusher_trio.standins.certs import Authority
     from pusher_trio.standins.fake_apns import FakeApns
 
+    pool = [(f"c{i}", secrets.token_hex(TOKEN_BYTES)) for i in range(cycle_users)]
     rows = []
     best = 0
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -346,7 +354,12 @@ async def register_storm(
             kam_pids = group_pids(rig.kamailio.proc.pid)
             cpu0 = (cpu_seconds([rig.sidecar.proc.pid]), cpu_seconds(kam_pids), time.monotonic())
             for p in range(n_proc):
-                users = [(f"s{step}p{p}u{i}", secrets.token_hex(TOKEN_BYTES)) for i in range(count)]
+                if pool:  # sipp reads a SEQUENTIAL file round and round
+                    users = pool[p::n_proc]
+                else:
+                    users = [
+                        (f"s{step}p{p}u{i}", secrets.token_hex(TOKEN_BYTES)) for i in range(count)
+                    ]
                 inf = write_users(workdir / f"reg{step}_{p}.csv", users, 600)
                 procs.append(
                     start_sipp(rig, "register_storm.xml", f"reg{step}_{p}", inf=inf, calls=count, rate=per,
@@ -384,7 +397,9 @@ async def register_storm(
                 rate, round(reached), f"{100 * retrans / max(ok + failed, 1):.2f}", failed,
                 mirrored, counted, mirrored - counted, sniff_drops,
                 socket_drops(rig.kamailio.sip_port) - kam0,
-                f"{100 * (cpu1[0] - cpu0[0]) / wall:.0f}", f"{100 * (cpu1[1] - cpu0[1]) / wall:.0f}",
+                f"{100 * (cpu1[0] - cpu0[0]) / wall:.0f}",
+                f"{(cpu1[0] - cpu0[0]) / max(counted, 1) * 1e6:.1f}",
+                f"{100 * (cpu1[1] - cpu0[1]) / wall:.0f}",
                 "yes" if clean_step else "no", "yes" if lossless else "no",
             ])  # fmt: skip
             if clean_step and (lossless or baseline):
@@ -394,16 +409,19 @@ async def register_storm(
         ("REGISTER storm, BASELINE: HEP copies to a socket nobody reads (no sidecar work)"
          if baseline
          else "REGISTER storm (Kamailio -> HEPv3 -> sniffer); rates and copies from Kamailio's statistics")
-        + (", check before save()" if check else ", PUSHER_CHECK=0 (no check)"),
+        + (", check before save()" if check else ", PUSHER_CHECK=0 (no check)")
+        + (f"; {cycle_users:,} users cycling (refreshes)" if cycle_users else "; a new user per REGISTER"),
         ["target/s", "reached/s", "sipp retrans %", "sipp failed", "mirrored (kamailio)",
          "counted (sidecar)", "loss", "sniffer kernel drops", "kamailio kernel drops",
-         "sidecar CPU %", "kamailio CPU %", "clean step", "lossless"],
+         "sidecar CPU %", "sidecar CPU us/datagram", "kamailio CPU %", "clean step",
+         "lossless"],
         rows,
     )  # fmt: skip
     print(
         "reached/s: REGISTERs Kamailio received per second of the step (core:rcv_requests_register);"
         " mirrored: REGISTERs received + replies sent (siptrace copies both); loss = mirrored -"
         " counted. A clean step has < 0.1 % sipp retransmissions and >= 95 % of its target reached."
+        " sidecar CPU us/datagram: the sidecar's CPU time in the step / datagrams it counted."
     )
     if baseline:
         print(f"Kamailio's clean ceiling without the sidecar: {best or 'none'} REGISTER/s reached")
@@ -428,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the REGISTER storm with PUSHER_CHECK=0 (no check before save())",
     )
     parser.add_argument("--step-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--cycle-users", type=int, default=0, help="REGISTER storm: refresh N users, not new ones"
+    )
     parser.add_argument("--wake-phones", type=int, default=1000)
     parser.add_argument("--wake-rate", type=float, default=100.0)
     parser.add_argument(
@@ -451,13 +472,35 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         if "register" in parts:
-            trio.run(register_storm, workdir / "register", rates, args.step_seconds)
+            trio.run(
+                register_storm,
+                workdir / "register",
+                rates,
+                args.step_seconds,
+                False,
+                True,
+                args.cycle_users,
+            )
             if args.compare_check:
                 trio.run(
-                    register_storm, workdir / "nocheck", rates, args.step_seconds, False, False
+                    register_storm,
+                    workdir / "nocheck",
+                    rates,
+                    args.step_seconds,
+                    False,
+                    False,
+                    args.cycle_users,
                 )
             if args.baseline:
-                trio.run(register_storm, workdir / "baseline", rates, args.step_seconds, True)
+                trio.run(
+                    register_storm,
+                    workdir / "baseline",
+                    rates,
+                    args.step_seconds,
+                    True,
+                    True,
+                    args.cycle_users,
+                )
         if "wake" in parts:
             trio.run(
                 wake_storm, workdir / "wake", args.wake_phones, args.wake_rate, args.wake_background

@@ -21,6 +21,7 @@ parses headers lazily); the table is unchanged then.
 from __future__ import annotations
 
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -39,6 +40,7 @@ __all__ = [
     "Unregistered",
     "aor_of",
     "extract_target",
+    "summary_key",
     "target_from_params",
 ]
 
@@ -55,6 +57,17 @@ MAX_CONTACTS = 32
 # Neither the Contact nor the request says: the registrar picks its default (RFC 3261
 # §10.3, step 7); an hour is the common one. Only "bound or not" matters here.
 DEFAULT_EXPIRES = 3600
+# Summaries of answered REGISTERs kept for their refreshes (see summary_key): a bounded
+# cache, by count and by estimated bytes (~2 KB each here: key + summary), so it costs
+# the same whatever the number of devices. 16k covers a burst of re-registrations of
+# 16k phones (a Kamailio restart) and a sipp storm cycling 5,000 users.
+DEFAULT_SUMMARY_CACHE = 16_384
+DEFAULT_SUMMARY_CACHE_BYTES = 32 * 1024 * 1024
+# The key costs about a quarter of a parse. When fewer than 1 in 10 of the last
+# SUMMARY_PROBE answered REGISTERs were refreshes (a storm of new phones), the next
+# SUMMARY_PAUSE are parsed without the cache, then it is tried again.
+SUMMARY_PROBE = 1024
+SUMMARY_PAUSE = 3 * 1024
 _ENTRY_OVERHEAD = 550  # dict slot, tuples, objects: measured ~2.1 KB per bench REGISTER in all
 _RAW_OVERHEAD = 250  # a REGISTER kept as bytes: key tuple, dict slot, bytes header
 
@@ -290,6 +303,23 @@ def _by_names(
     return (type_, app, token, sandbox, None, extra)
 
 
+# Equal extras of APNs/FCM devices ({"source": "rfc8599", "team_id": ...}: a few
+# distinct ones) share one read-only mapping instead of a ~230-byte dict per record,
+# as the store's load does. Web Push extras carry per-browser keys: not shared.
+_EXTRAS: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_EXTRAS_MAX = 10_000
+
+
+def _shared_extra(extra: dict[str, str]) -> dict[str, str]:
+    key = tuple(extra.items())
+    shared = _EXTRAS.get(key)
+    if shared is None:
+        if len(_EXTRAS) >= _EXTRAS_MAX:
+            _EXTRAS.clear()
+        shared = _EXTRAS[key] = extra
+    return shared
+
+
 def target_from_params(
     params: Mapping[str, str],
     instance: str | None,
@@ -321,11 +351,11 @@ def target_from_params(
         aor=aor,
         device_id=instance or token,
         type=type_,
-        app=app,
+        app=sys.intern(app),  # a few apps, a million records: one string each
         token=token,
         sandbox=sandbox,
         push_type=push_type,
-        extra=extra,
+        extra=extra if type_ == "webpush" else _shared_extra(extra),
         user_agent=user_agent,
         contact=contact,
         bound=True,
@@ -410,7 +440,8 @@ def aor_of(message: sip.Request | sip.Response) -> str:
 
 def _summarize(request: sip.Request) -> _Request:
     aor = aor_of(request)
-    user_agent = request.headers.get("User-Agent") or ""
+    # shared by every record with this User-Agent (the store holds a million of them)
+    user_agent = sys.intern(request.headers.get("User-Agent") or "")
     default_expires = _int_or_none(request.headers.get("Expires"))
     if default_expires is None:
         default_expires = DEFAULT_EXPIRES
@@ -432,6 +463,52 @@ def _summarize(request: sip.Request) -> _Request:
     # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
     wildcard = wildcard and default_expires == 0 and not bindings
     return _Request(aor, user_agent, wildcard, tuple(bindings), size)
+
+
+# --- refreshes without the parser ------------------------------------------------------
+
+# Header lines that change between two refreshes of one binding (RFC 3261 §10.2.4: the
+# same Call-ID, a higher CSeq; a new Via branch; a new digest response; after a restart
+# a new Call-ID and From tag) and that _summarize never reads. Only this exact spelling is left out of the key: any other
+# spelling (compact `v:`, `call-id:`) stays in it, which costs a cache miss, not a
+# wrong answer. `\n` anchors each to a line start, so the start line always stays.
+_VOLATILE = re.compile(
+    rb"\n(?:Via|From|Call-ID|CSeq|Authorization|Proxy-Authorization|Date):[^\n]*"
+)
+# ... of which the parser checks these two; the key's check must refuse what it refuses.
+_CHECKED = re.compile(rb"\n(Call-ID|CSeq):([^\n]*)")
+_CSEQ_VALUE = re.compile(rb"[ \t]*([0-9]{1,10}) REGISTER[ \t\r]*")
+# as sip.peek: a continuation line or an empty line (LF, CRLF) inside the header block
+_UNUSUAL = re.compile(rb"\n[ \t\r\n]")
+_MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: less than 2**31
+
+
+def summary_key(payload: bytes) -> bytes | None:
+    """What `_summarize(parse_message(payload))` depends on, as bytes; None if unsure.
+
+    The REGISTER without its volatile lines (Via, From, Call-ID, CSeq, Authorization,
+    Proxy-Authorization, Date): two REGISTERs with the same key parse alike and give the
+    same summary, or both fail to parse (the left-out lines are checked here as the
+    parser checks them). None for any layout the parser would read differently
+    (folded lines, LF-only empty lines, oversized messages): those take the parser.
+    """
+    if len(payload) > sip.MAX_DATAGRAM:
+        return None
+    end = payload.find(b"\r\n\r\n")
+    # end + 1: a LF right before the CRLF CRLF is an empty line for the parser
+    if end < 0 or end > sip.MAX_HEADER_SIZE or _UNUSUAL.search(payload, 0, end + 1):
+        return None
+    if payload.count(b"\n", 0, end) > sip.MAX_HEADERS:
+        return None
+    head = payload[:end]
+    for name, value in _CHECKED.findall(head):
+        if name == b"CSeq":
+            m = _CSEQ_VALUE.fullmatch(value)
+            if m is None or int(m.group(1)) > _MAX_CSEQ:
+                return None
+        elif not value.strip(b" \t\r"):
+            return None  # an empty Call-ID fails the parser
+    return _VOLATILE.sub(b"", head) + payload[end:]
 
 
 def _events(
@@ -503,7 +580,12 @@ class RegistrationTable:
     Two ways in: `apply(message)` with a parsed message, or the sniffer's lazy path,
     `apply_register(payload, call_id, cseq)` / `apply_response(call_id, cseq, status)`,
     where a REGISTER is kept as its bytes and parsed only if a 2xx answers it (a
-    REGISTER challenged with 401, or never answered, is never parsed at all).
+    REGISTER challenged with 401, or never answered, is never parsed at all). The
+    summary of an answered REGISTER is cached by `summary_key` (at most `summary_cache`
+    entries and ~`summary_cache_bytes`; 0 turns it off): a refresh whose Contact, To,
+    Expires and User-Agent did not change is not parsed again. While answered
+    REGISTERs are nearly all new (fewer than 1 in 10 refreshes), the cache is paused
+    so that a storm of new phones does not pay for the keys.
     """
 
     def __init__(
@@ -512,9 +594,13 @@ class RegistrationTable:
         ttl: float = DEFAULT_TTL,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        summary_cache: int = DEFAULT_SUMMARY_CACHE,
+        summary_cache_bytes: int = DEFAULT_SUMMARY_CACHE_BYTES,
     ) -> None:
         if max_entries < 1 or max_bytes < 1 or ttl <= 0:
             raise ValueError("ttl, max_entries and max_bytes must be positive")
+        if summary_cache < 0 or summary_cache_bytes < 0:
+            raise ValueError("summary_cache and summary_cache_bytes must not be negative")
         self.require_2xx = require_2xx
         self.ttl = ttl
         self.max_entries = max_entries
@@ -524,6 +610,16 @@ class RegistrationTable:
         self._pending: OrderedDict[_Key, tuple[float, _Request | bytes | None, int]] = OrderedDict()
         self._bytes = 0
         self._oldest_at = 0.0  # at most the arrival time of the oldest pending entry
+        # summary_key(REGISTER) -> (its summary, estimated size); oldest first
+        # (an OrderedDict: popping a plain dict's oldest key again and again makes
+        # next(iter()) walk the deleted slots; popitem(last=False) does not)
+        self._summaries: OrderedDict[bytes, tuple[_Request, int]] = OrderedDict()
+        self._summary_max = summary_cache
+        self._summary_max_bytes = summary_cache_bytes
+        self._summary_bytes = 0
+        self._summary_lookups = 0  # in the current probe window
+        self._summary_window_hits = 0
+        self._summary_pause = 0  # answered REGISTERs left to parse without the cache
         self._stats = {
             "registers": 0,
             "answered_2xx": 0,
@@ -536,6 +632,7 @@ class RegistrationTable:
             "evicted": 0,
             "registered_events": 0,
             "unregistered_events": 0,
+            "summary_hits": 0,  # answered REGISTERs summarized from the cache, not parsed
         }
 
     def __len__(self) -> int:
@@ -547,7 +644,13 @@ class RegistrationTable:
         return self._bytes
 
     def statistics(self) -> dict[str, int]:
-        return {"pending": len(self._pending), "pending_bytes": self._bytes, **self._stats}
+        return {
+            "pending": len(self._pending),
+            "pending_bytes": self._bytes,
+            "summaries": len(self._summaries),
+            "summaries_bytes": self._summary_bytes,
+            **self._stats,
+        }
 
     def apply(
         self, message: sip.Request | sip.Response, now: float, user_agents: Mapping[str, Any]
@@ -610,15 +713,52 @@ class RegistrationTable:
             return []
         self._stats["answered_2xx"] += 1
         if isinstance(item, bytes):
-            try:
-                message = sip.parse_message(item)
-                if not isinstance(message, sip.Request) or message.method != "REGISTER":
-                    raise sip.SipParseError("not a REGISTER")
-                item = _summarize(message)
-            except sip.SipParseError:
+            summary = self._summary_of(item)
+            if summary is None:
                 self._stats["malformed_registers"] += 1
                 return []
+            item = summary
         return self._count(_events(item, now, user_agents, call_id, cseq))
+
+    def _summary_of(self, payload: bytes) -> _Request | None:
+        """The summary of an answered REGISTER (None: malformed), cached for its refreshes.
+
+        A phone refreshes with the same Contact, To, Expires and User-Agent every few
+        minutes; the cache spares the parse and the Contact/param extraction then.
+        """
+        key = None
+        if self._summary_pause:
+            self._summary_pause -= 1
+        elif self._summary_max:
+            key = summary_key(payload)
+            self._summary_lookups += 1
+            if self._summary_lookups >= SUMMARY_PROBE:
+                if self._summary_window_hits * 10 < self._summary_lookups:
+                    self._summary_pause = SUMMARY_PAUSE
+                self._summary_lookups = self._summary_window_hits = 0
+            if key is not None:
+                hit = self._summaries.get(key)
+                if hit is not None:
+                    self._stats["summary_hits"] += 1
+                    self._summary_window_hits += 1
+                    return hit[0]
+        try:
+            message = sip.parse_message(payload)
+            if not isinstance(message, sip.Request) or message.method != "REGISTER":
+                raise sip.SipParseError("not a REGISTER")
+            summary = _summarize(message)
+        except sip.SipParseError:
+            return None
+        if key is not None:
+            size = len(key) + summary.size + _RAW_OVERHEAD
+            summaries = self._summaries
+            summaries[key] = (summary, size)
+            self._summary_bytes += size
+            while summaries and (
+                len(summaries) > self._summary_max or self._summary_bytes > self._summary_max_bytes
+            ):
+                self._summary_bytes -= summaries.popitem(last=False)[1][1]
+        return summary
 
     def is_pending(self, call_id: str, cseq: int) -> bool:
         """True when a response with this key would complete a REGISTER we saw."""

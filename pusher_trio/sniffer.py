@@ -28,7 +28,8 @@ ends in exactly one of dropped_not_allowed, dropped_auth, dropped_malformed,
 ignored_not_sip, ignored_not_register, registers, responses, errors), the table's
 counters prefixed `table_` (pending, pending_bytes, registers, answered_2xx,
 answered_failure, provisional, unmatched_responses, malformed_registers, expired,
-evicted, registered_events, unregistered_events) and `rcvbuf_bytes` (what
+evicted, conflicts, registered_events, unregistered_events, summaries,
+summaries_bytes, summary_hits) and `rcvbuf_bytes` (what
 getsockopt(SO_RCVBUF) reports; Linux doubles the value it was given).
 
 The reader drains its socket with non-blocking `recvfrom` until EAGAIN, reading the

@@ -11,6 +11,7 @@ writer thread, so they never block the event loop.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import logging
 import operator
@@ -122,6 +123,18 @@ class StoreError(Exception):
 
 
 DeviceKey = tuple[str, str]  # (aor, device_id)
+# An AOR's records: the Device itself while it has one (most AORs: one phone), a dict
+# by device_id from the second on. A one-entry dict costs ~250 bytes per AOR.
+_Records = Device | dict[str, Device]
+
+
+def _records(value: _Records | None) -> dict[str, Device]:
+    """The records of one AOR as a (possibly new, read-only) dict by device_id."""
+    if value is None:
+        return {}
+    if type(value) is Device:
+        return {value.device_id: value}
+    return value  # type: ignore[return-value]
 
 
 class MemoryStore:
@@ -134,12 +147,14 @@ class MemoryStore:
 
     def __init__(self, *, refresh_interval: float = REFRESH_WRITE_INTERVAL) -> None:
         self._lock = threading.RLock()
-        self._devices: dict[str, dict[str, Device]] = {}
+        self._devices: dict[str, _Records] = {}
         self._count = 0
         self._apps: dict[str, App] = {}
         self._config: dict[str, Any] = {}
         self._refresh_interval = refresh_interval
-        # last_registered as last written, to decide whether a refresh needs a write
+        # last_registered as last written, where it differs from the record's own (a
+        # refresh kept in memory only); absent: the record is as written. Most records
+        # have no entry, so a large store costs nothing here.
         self._written_at: dict[DeviceKey, float] = {}
         self._stats = {"device_writes_skipped": 0}
 
@@ -157,12 +172,28 @@ class MemoryStore:
     def devices(self, aor: str | None = None) -> list[Device]:
         with self._lock:
             if aor is not None:
-                return list(self._devices.get(aor, {}).values())
-            return [d for by_id in self._devices.values() for d in by_id.values()]
+                value = self._devices.get(aor)
+                if value is None:
+                    return []
+                return [value] if type(value) is Device else list(_records(value).values())
+            return [d for value in self._devices.values() for d in _records(value).values()]
 
     def device(self, aor: str, device_id: str) -> Device | None:
         """One record, or None (additive to the Protocol)."""
-        return self._devices.get(aor, {}).get(device_id)
+        value = self._devices.get(aor)
+        if type(value) is Device:
+            return value if value.device_id == device_id else None
+        return _records(value).get(device_id)
+
+    def _set(self, device: Device) -> None:
+        """Create or replace one record (with the lock held)."""
+        value = self._devices.get(device.aor)
+        if value is None or (type(value) is Device and value.device_id == device.device_id):
+            self._devices[device.aor] = device
+        elif type(value) is Device:
+            self._devices[device.aor] = {value.device_id: value, device.device_id: device}
+        else:
+            value[device.device_id] = device  # type: ignore[index]
 
     def device_count(self) -> int:
         return self._count
@@ -171,35 +202,34 @@ class MemoryStore:
         changed: list[Device] = []
         with self._lock:
             for device in devices:
-                by_id = self._devices.get(device.aor)
-                if by_id is None:
-                    by_id = self._devices[device.aor] = {}
-                old = by_id.get(device.device_id)
+                old = self.device(device.aor, device.device_id)
                 if old is None:
                     self._count += 1
-                by_id[device.device_id] = device
+                self._set(device)
                 key = (device.aor, device.device_id)
                 if old is not None and _registration_fields(old) == _registration_fields(device):
-                    written = self._written_at.get(key, 0.0)
+                    written = self._written_at.get(key, old.last_registered)
                     if device.last_registered - written < self._refresh_interval:
                         self._stats["device_writes_skipped"] += 1
+                        if written != device.last_registered:
+                            self._written_at[key] = written
                         continue
                 else:
                     changed.append(device)
-                self._written_at[key] = device.last_registered
+                self._written_at.pop(key, None)
                 self._dirty_device(key)
         return changed
 
     def _replace(self, old: Device, new: Device) -> None:
-        self._devices[old.aor][old.device_id] = new
+        self._set(new)
         key = (old.aor, old.device_id)
-        self._written_at[key] = new.last_registered
+        self._written_at.pop(key, None)
         self._dirty_device(key)
 
     def unbind(self, aor: str, device_ids: Iterable[str] | None = None) -> int:
         n = 0
         with self._lock:
-            by_id = self._devices.get(aor, {})
+            by_id = _records(self._devices.get(aor))
             ids = list(by_id) if device_ids is None else list(device_ids)
             for device_id in ids:
                 old = by_id.get(device_id)
@@ -215,7 +245,7 @@ class MemoryStore:
         sniffer's devices are valid, so put_devices revives it).
         """
         with self._lock:
-            old = self._devices.get(aor, {}).get(device_id)
+            old = self.device(aor, device_id)
             if old is None:
                 return False
             if old.state != "invalid" or old.reason != reason:
@@ -226,17 +256,21 @@ class MemoryStore:
 
     def remove_devices(self, aor: str, token: str | None = None) -> int:
         with self._lock:
-            by_id = self._devices.get(aor)
+            by_id = _records(self._devices.get(aor))
             if not by_id:
                 return 0
             gone = [i for i, d in by_id.items() if token is None or d.token == token]
+            if not gone:
+                return 0
+            kept = {i: d for i, d in by_id.items() if i not in gone}
+            if not kept:
+                del self._devices[aor]
+            else:
+                self._devices[aor] = next(iter(kept.values())) if len(kept) == 1 else kept
             for device_id in gone:
-                del by_id[device_id]
                 key = (aor, device_id)
                 self._written_at.pop(key, None)
                 self._dirty_device(key)
-            if not by_id:
-                del self._devices[aor]
             self._count -= len(gone)
             return len(gone)
 
@@ -391,9 +425,22 @@ def _device_row(d: Device) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _device_from_row(row: tuple[Any, ...], extras: dict[str, Mapping[str, str]]) -> Device:
+def _device_from_row(
+    row: tuple[Any, ...], extras: dict[str, Mapping[str, str]], shared: dict[str, str]
+) -> Device:
     (aor, device_id, type_, app, token, sandbox, push_type, extra, user_agent, contact,
      bound, last_registered, state, reason, invalidated_at) = row  # fmt: skip
+    # SQLite gives every row its own str objects; the few distinct types, apps, push
+    # types, states and User-Agents are shared instead (~330 bytes per record at 1M).
+    if len(shared) < 100_000:
+        type_ = shared.setdefault(type_, type_)
+        app = shared.setdefault(app, app)
+        user_agent = shared.setdefault(user_agent, user_agent)
+        state = shared.setdefault(state, state)
+        if push_type is not None:
+            push_type = shared.setdefault(push_type, push_type)
+    if device_id == token:
+        device_id = token
     # Few distinct extras exist (source, team id, project): decode each once and share
     # the (read-only) mapping; json.loads per row was most of the start-up time.
     parsed = extras.get(extra)
@@ -477,11 +524,24 @@ class SqliteStore(MemoryStore):
 
     def _load(self, db: sqlite3.Connection) -> None:
         extras: dict[str, Mapping[str, str]] = {}
-        for row in db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices"):
-            d = _device_from_row(row, extras)
-            self._devices.setdefault(d.aor, {})[d.device_id] = d
-            self._written_at[(d.aor, d.device_id)] = d.last_registered
-            self._count += 1
+        shared: dict[str, str] = {}
+        devices = self._devices
+        # Nothing loaded here is garbage: without the cyclic collector, whose passes over
+        # a growing heap were a third of a million-record start-up.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for row in db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices"):
+                d = _device_from_row(row, extras, shared)
+                if d.aor in devices:
+                    self._set(d)
+                else:
+                    devices[d.aor] = d
+                self._count += 1
+        finally:
+            if enabled:
+                gc.enable()
+        db.execute("PRAGMA shrink_memory")  # the pages read while loading are not needed
         for app_id, data in db.execute("SELECT app_id, data FROM apps"):
             try:
                 self._apps[app_id] = structure_app(json.loads(data))
@@ -556,7 +616,7 @@ class SqliteStore(MemoryStore):
     ]:  # fmt: skip
         put_d, del_d = [], []
         for key in self._dirty_devices:
-            d = self._devices.get(key[0], {}).get(key[1])
+            d = self.device(*key)
             if d is None:
                 del_d.append(key)
             else:
@@ -641,12 +701,9 @@ class SqliteStore(MemoryStore):
         with self._wake:
             if self._closing:
                 return
-            for by_id in self._devices.values():
-                for d in by_id.values():
-                    key = (d.aor, d.device_id)
-                    if self._written_at.get(key) != d.last_registered:
-                        self._written_at[key] = d.last_registered
-                        self._dirty_device(key)
+            for key in list(self._written_at):  # refreshes kept in memory only
+                del self._written_at[key]
+                self._dirty_device(key)
         try:
             self.flush()
         finally:

@@ -42,7 +42,13 @@ import trio
 from cryptography.fernet import Fernet, InvalidToken
 
 from ..model import App, Device
-from ..store import REFRESH_WRITE_INTERVAL, MemoryStore, structure_app, unstructure_app
+from ..store import (
+    REFRESH_WRITE_INTERVAL,
+    MemoryStore,
+    _records,
+    structure_app,
+    unstructure_app,
+)
 from .client import RedisClient
 from .protocol import Command, RedisConfigError, RedisReplyError, RedisUnavailable
 
@@ -247,7 +253,7 @@ class RedisStore(MemoryStore):
     def _dirty_device(self, key: tuple[str, str]) -> None:
         if self._loading:
             return
-        value = self._devices.get(key[0], {}).get(key[1])
+        value = self.device(key[0], key[1])
         self._pending_devices.pop(key, None)
         self._pending_devices[key] = value
         if len(self._pending_devices) > self.max_queued_writes:
@@ -301,7 +307,7 @@ class RedisStore(MemoryStore):
         with self._lock:
             self._loading = True
             try:
-                by_id = self._devices.get(aor, {})
+                by_id = _records(self._devices.get(aor))
                 stored: dict[str, Device] = {}
                 for i in range(0, len(reply), 2):
                     device_id = reply[i].decode()
@@ -370,7 +376,8 @@ class RedisStore(MemoryStore):
         queued: they carry their own values)."""
         with self._lock:
             while len(self._devices) > self.cache_aors:
-                aor, by_id = next(iter(self._devices.items()))
+                aor, value = next(iter(self._devices.items()))
+                by_id = _records(value)
                 del self._devices[aor]
                 self._complete.discard(aor)
                 self._count -= len(by_id)
@@ -381,10 +388,11 @@ class RedisStore(MemoryStore):
     def forget(self, aor: str) -> None:
         """Another node changed `aor`: the next read goes to Redis."""
         with self._lock:
-            by_id = self._devices.get(aor)
-            if by_id is None:
+            value = self._devices.get(aor)
+            if value is None:
                 self._complete.discard(aor)
                 return
+            by_id = _records(value)
             if any((aor, device_id) in self._pending_devices for device_id in by_id):
                 self._complete.discard(aor)  # keep our queued values; re-read the rest
                 return
@@ -526,8 +534,8 @@ class RedisStore(MemoryStore):
         missing and never overwrites what another node wrote back first."""
         with self._lock:
             commands: list[tuple[bool, Command]] = []
-            for aor, by_id in self._devices.items():
-                for device_id, device in by_id.items():
+            for aor, records in self._devices.items():
+                for device_id, device in _records(records).items():
                     if (aor, device_id) not in self._pending_devices:
                         commands.append(
                             (True, ("HSETNX", self._dkey(aor), device_id, _encode_device(device)))

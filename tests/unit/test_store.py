@@ -380,3 +380,68 @@ def test_sqlite_failed_commit_keeps_the_data_and_retries(tmp_path: Path) -> None
     assert s.statistics()["write_errors"] == 1
     assert rows(path, "SELECT aor FROM devices") == [("alice@example.com",)]
     s.close()
+
+
+def test_an_aor_goes_from_one_record_to_several_and_back(store: MemoryStore) -> None:
+    one, two, three = (device(device_id=f"urn:uuid:{i}", token=f"t{i}") for i in (1, 2, 3))
+    store.put_devices([one])
+    assert store.devices("alice@example.com") == [one]
+    assert store.device("alice@example.com", "urn:uuid:2") is None
+    store.put_devices([two, three])
+    assert sorted(d.device_id for d in store.devices("alice@example.com")) == [
+        "urn:uuid:1", "urn:uuid:2", "urn:uuid:3"]  # fmt: skip
+    assert store.remove_devices("alice@example.com", token="t2") == 1
+    assert store.remove_devices("alice@example.com", token="t9") == 0
+    assert store.remove_devices("alice@example.com", token="t1") == 1
+    assert store.devices("alice@example.com") == [three] and store.device_count() == 1
+    assert store.unbind("alice@example.com") == 1
+    assert store.devices("alice@example.com")[0].bound is False
+    assert store.invalidate("alice@example.com", "urn:uuid:3", "gone", 5.0)
+    assert not store.invalidate("alice@example.com", "urn:uuid:1", "gone", 5.0)
+    assert store.devices() == store.devices("alice@example.com")
+    assert store.remove_devices("alice@example.com") == 1
+    assert store.devices() == [] and store.device_count() == 0
+
+
+def test_sqlite_refresh_after_reopen_is_measured_from_the_written_time(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with SqliteStore(path) as s:
+        s.put_devices([device(last_registered=1000.0), device("bob@example.com")])
+    s = SqliteStore(path, refresh_interval=300.0)
+    assert sorted(d.aor for d in s.devices()) == ["alice@example.com", "bob@example.com"]
+    s.put_devices([device(last_registered=1200.0)])  # within the interval of the loaded time
+    s.put_devices([device(last_registered=1250.0)])
+    s.flush()
+    assert s.statistics()["device_writes_skipped"] == 2
+    assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'alice%'") == [(1000.0,)]
+    s.put_devices([device(last_registered=1301.0)])  # 301 s after the written time
+    s.flush()
+    assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'alice%'") == [(1301.0,)]
+    s.put_devices([device(last_registered=1302.0)])
+    s.close()
+    assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'alice%'") == [(1302.0,)]
+    assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'bob%'") == [(1000.0,)]
+
+
+def test_sqlite_loaded_records_equal_the_written_ones(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    written = [
+        device(device_id=TOKEN, user_agent="UA/1", push_type="voip", extra={"source": "legacy"}),
+        device(
+            device_id="urn:uuid:2",
+            token="other",
+            state="invalid",
+            reason="gone",
+            invalidated_at=3.0,
+            bound=False,
+            sandbox=True,
+        ),
+        device("bob@example.com", user_agent="UA/1", type="firebase", app="proj"),
+    ]
+    with SqliteStore(path) as s:
+        s.put_devices(written)
+    with SqliteStore(path) as s:
+        loaded = s.devices()
+        assert sorted(loaded, key=attrs.astuple) == sorted(written, key=attrs.astuple)
+        mine = {d.device_id: d for d in s.devices("alice@example.com")}
+        assert mine[TOKEN].device_id is mine[TOKEN].token  # one string, not two
