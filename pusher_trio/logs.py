@@ -16,6 +16,7 @@ already pass masked tokens, DESIGN §11).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from . import _json
 from .model import mask_token
 
 LOGGER_NAME = "pusher_trio"
@@ -32,10 +34,16 @@ _SECRET_WORDS = ("token", "secret", "password", "pem", "private", "auth_key", "k
 _MASKED_ALREADY = "…"
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    """The same few field names come with every line: decide once per name."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
 def mask_field(name: str, value: object) -> object:
     """Mask a field value when its name says it holds a secret or a token."""
-    lowered = name.lower()
-    if isinstance(value, str) and any(word in lowered for word in _SECRET_WORDS):
+    if isinstance(value, str) and _secret_name(name):
         if _MASKED_ALREADY in value:
             return value
         return mask_token(value)
@@ -94,7 +102,7 @@ class JsonFormatter(logging.Formatter):
             obj.setdefault(key, value)
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
-        return json.dumps(obj, ensure_ascii=False, default=str)
+        return _json.dumps_text(obj, default=str)
 
 
 _HANDLER_ATTR = "_pusher_trio_handler"
@@ -174,6 +182,8 @@ def setup_logging(
         # Our formatters print no process, thread or multiprocessing field: do not let each
         # record look them up (a getpid() system call per line in `serve`).
         logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
+        # Nor find the caller's file and line (a stack walk per line): no formatter prints them.
+        logging._srcfile = None
     handler = BatchingHandler(target) if batched else logging.StreamHandler(target)
     setattr(handler, _HANDLER_ATTR, True)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -778,26 +778,11 @@ class Service:
                 f"{self.waiters.waiting + self._no_wait_in_flight} push requests in progress"
                 f" (max_waiting {self.waiters.max_waiting})"
             )
-        self._no_wait_in_flight += 1
-        scope = trio.CancelScope()
-        self._no_wait_scopes.add(scope)
-        try:
-            with scope:
-                return await self._push_once(request, deadline, expires_at, received)
-            raise ShuttingDown("the sidecar is stopping")  # only shutdown() cancels it
-        finally:
-            self._no_wait_scopes.discard(scope)
-            self._no_wait_in_flight -= 1
-
-    async def _push_once(
-        self, request: PushRequest, deadline: float, expires_at: float, received: float
-    ) -> dict[str, JSON]:
         group = self.waiters.group(request.aor) if request.aor else None
         shared: SharedPush | None = group.shared if group is not None else None
+        joined = shared is not None
         if shared is not None:
             shared.sharers += 1  # a push is in flight for this AOR: report it, send nothing
-            with trio.move_on_at(deadline):
-                await shared.done.wait()
         else:
             if not request.direct:
                 await self._read_through(request.aor)
@@ -805,9 +790,23 @@ class Service:
             if not devices:
                 raise self._no_target(request.aor)
             shared = SharedPush(request.aor, devices, request.message, expires_at, received)
-            with trio.move_on_at(deadline):
-                await self._send_all(shared)
+        # One scope ends it at its deadline or at shutdown() (the most common request
+        # pays for one cancel scope, not two).
+        scope = trio.CancelScope(deadline=deadline)
+        self._no_wait_in_flight += 1
+        self._no_wait_scopes.add(scope)
+        try:
+            with scope:
+                if joined:
+                    await shared.done.wait()
+                else:
+                    await self._send_all(shared)
+        finally:
+            self._no_wait_scopes.discard(scope)
+            self._no_wait_in_flight -= 1
         if not shared.done.is_set():
+            if self.waiters.closed:  # shutdown() cancelled it where it stood
+                raise ShuttingDown("the sidecar is stopping")
             raise Timeout(
                 f"the push to {request.aor or 'the token'} did not complete before the deadline",
                 data={"reason": "the push did not complete", "pushes": shared.report()},

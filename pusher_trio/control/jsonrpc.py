@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
+from .. import _json
+
 # DESIGN §7: "A message over 64 KiB ... closes that connection after an error reply".
 MAX_MESSAGE: Final = 64 * 1024
 # The length prefix of any frame we accept fits in 9 digits; netstring-c, which
@@ -299,7 +301,7 @@ def _is_unicode_text(message: JSON) -> bool:
 def parse_request(frame: bytes) -> Request:
     """One frame -> `Request`, or a `ControlError` carrying the id to answer (None: null)."""
     try:
-        message = json.loads(frame)
+        message = _json.loads(frame)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise ParseError("message is not valid JSON") from None
     if _SURROGATE_ESCAPE.search(frame) is not None and not _is_unicode_text(message):
@@ -326,6 +328,9 @@ def parse_request(frame: bytes) -> Request:
 
 
 def _dumps(obj: JSON) -> bytes:
+    data = _json.dumps_compact(obj)
+    if data is not None:
+        return data
     # A lone surrogate ("\ud800" in a received id or string) has no UTF-8 form;
     # backslashreplace writes it as the JSON escape \ud800, which reads back the same.
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
@@ -360,7 +365,7 @@ class Response:
 def parse_response(frame: bytes) -> Response:
     """One reply frame (client side); raises `ParseError` when it is not a JSON-RPC reply."""
     try:
-        message = json.loads(frame)
+        message = _json.loads(frame)
     except (ValueError, RecursionError):
         raise ParseError("reply is not valid JSON") from None
     if not isinstance(message, dict) or not _valid_id(message.get("id")):

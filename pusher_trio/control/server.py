@@ -299,7 +299,12 @@ class ControlServer:
                     self._stats["errors"] += 1
                     await self._send(conn, jsonrpc.encode_error(exc.id, exc))
                     continue
-                await slots.acquire()  # backpressure: stop reading at max_in_flight
+                try:
+                    # No scheduler round per request: the requests of one read start
+                    # together and share the provider write (one read is <= READ_SIZE).
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await slots.acquire()  # backpressure: stop reading at max_in_flight
                 self._in_flight += 1
                 conn.nursery.start_soon(self._run_request, conn, request, received, slots)
 

@@ -22,6 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .. import _json
 from ..model import (
     App,
     AppleTokenAuth,
@@ -136,7 +137,8 @@ def build_request(
     except TemplateError as error:
         return Rejected(f"payload template: {error}")
     try:
-        body = _JSON.encode(payload).encode()
+        # orjson when it writes what json would (pusher_trio._json); json otherwise.
+        body = _json.dumps_compact(payload) or _JSON.encode(payload).encode()
     except (TypeError, ValueError) as error:
         return Rejected(f"payload is not JSON: {error}")
     limit = MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD

@@ -599,6 +599,9 @@ class Connection:
     async def _writer(self) -> None:
         while True:
             await self._write_wanted.wait()
+            # One more scheduler round: the requests that the tasks woken with us start
+            # join this write (one TLS record and one send for all of them, not one each).
+            await trio.lowlevel.checkpoint()
             self._write_wanted = trio.Event()
             self._write_pending = False
             try:
