@@ -1184,6 +1184,9 @@ class Service:
             raise InvalidParams("aor is required")
         if token is not None and not isinstance(token, str):
             raise InvalidParams("token must be a string")
+        fetch = getattr(self.store, "fetch_devices", None)  # Redis: count the cluster's records
+        if fetch is not None:
+            await fetch(normalize_aor(aor))
         return {"removed": self.store.remove_devices(normalize_aor(aor), token or None)}
 
     # --- apps -------------------------------------------------------------------------------------

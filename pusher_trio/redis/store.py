@@ -170,6 +170,19 @@ def decode_app(data: bytes | str, fernet: Fernet | None) -> App:
 
 
 @attrs.frozen
+class _RemoteOp:
+    """An unbind, invalidation or removal of an AOR this node has not (wholly) cached:
+    the writer reads what Redis holds for it, then applies the change to that."""
+
+    kind: str  # "unbind" | "invalidate" | "remove"
+    aor: str
+    device_ids: tuple[str, ...] | None = None  # unbind: None for all; invalidate: one
+    reason: str = ""
+    at: float = 0.0
+    token: str | None = None  # remove: only the records with this token
+
+
+@attrs.frozen
 class _Event:
     kind: str  # "reg" | "dev" | "apps" | "config"
     aor: str = ""
@@ -213,6 +226,7 @@ class RedisStore(MemoryStore):
         self._pending_devices: OrderedDict[tuple[str, str], Device | None] = OrderedDict()
         self._pending_apps: dict[str, App | None] = {}
         self._pending_config: dict[str, Any] = {}
+        self._remote_ops: deque[_RemoteOp] = deque()
         self._events: deque[tuple[float, _Event]] = deque(maxlen=MAX_QUEUED_EVENTS)
         # AORs whose push lock this node holds -> when the lock expires (monotonic)
         self._claimed: dict[str, float] = {}
@@ -371,6 +385,84 @@ class RedisStore(MemoryStore):
         self._evict()
         return changed
 
+    def unbind(self, aor: str, device_ids: Iterable[str] | None = None) -> int:
+        """Unbinds what is here at once; an AOR not wholly here is unbound in Redis too
+        (the phone may have registered on another node, or been evicted from this cache)."""
+        ids = None if device_ids is None else tuple(device_ids)
+        with self._lock:
+            n = super().unbind(aor, ids)
+            if aor not in self._complete:
+                self._queue_op(_RemoteOp("unbind", aor, ids))
+        return n
+
+    def invalidate(self, aor: str, device_id: str, reason: str, now: float) -> bool:
+        """False when the record is not here; if the AOR is not wholly here, the record is
+        invalidated in Redis all the same (the writer reads it first)."""
+        with self._lock:
+            found = super().invalidate(aor, device_id, reason, now)
+            if not found and aor not in self._complete:
+                self._queue_op(_RemoteOp("invalidate", aor, (device_id,), reason, now))
+        return found
+
+    def remove_devices(self, aor: str, token: str | None = None) -> int:
+        """Counts what was here; an AOR not wholly here is removed from Redis too
+        (call `fetch_devices(aor)` first for a count of the cluster's records)."""
+        with self._lock:
+            n = super().remove_devices(aor, token)
+            if aor not in self._complete:
+                self._queue_op(_RemoteOp("remove", aor, token=token))
+        return n
+
+    def _queue_op(self, op: _RemoteOp) -> None:
+        if len(self._remote_ops) >= self.max_queued_writes:
+            self._remote_ops.popleft()
+            self._stats["queued_writes_dropped"] += 1
+        self._remote_ops.append(op)
+        self._work.set()
+
+    async def _apply_remote_ops(self) -> None:
+        """Read the AORs of queued unbinds/invalidations/removals from Redis, then apply
+        each to the records Redis holds. Records with a write queued here are left alone:
+        the change reached them when it was made, or they were written after it (a
+        REGISTER right after an unbind must stay bound)."""
+        ops = [self._remote_ops[i] for i in range(min(len(self._remote_ops), WRITE_BATCH))]
+        aors = list(dict.fromkeys(op.aor for op in ops))
+        replies = await self.client.pipeline([("HGETALL", self._dkey(aor)) for aor in aors])
+        with self._lock:
+            for _ in ops:
+                self._remote_ops.popleft()
+            for aor, reply in zip(aors, replies, strict=True):
+                if isinstance(reply, RedisReplyError):
+                    log.error("redis: cannot read %s to change it: %s", aor, reply)
+                    continue
+                self._merge(aor, reply)  # the AOR is now the most recent in the cache
+                for op in ops:
+                    if op.aor == aor:
+                        self._apply_op(op)
+
+    def _apply_op(self, op: _RemoteOp) -> None:
+        aor = op.aor
+        ids = [
+            i
+            for i in _records(self._devices.get(aor))
+            if (aor, i) not in self._pending_devices
+            and (op.device_ids is None or i in op.device_ids)
+        ]
+        if op.kind == "unbind":
+            super().unbind(aor, ids)
+        elif op.kind == "invalidate":
+            for device_id in ids:
+                super().invalidate(aor, device_id, op.reason, op.at)
+        else:
+            by_id = _records(self._devices.get(aor))
+            gone = [i for i in ids if op.token is None or by_id[i].token == op.token]
+            kept = {i: d for i, d in by_id.items() if i not in gone}
+            self._devices[aor] = next(iter(kept.values())) if len(kept) == 1 else kept
+            for device_id in gone:
+                self._written_at.pop((aor, device_id), None)
+                self._dirty_device((aor, device_id))
+            self._count -= len(gone)
+
     def _evict(self) -> None:
         """Keep at most cache_aors AORs: drop the least recently used (queued writes stay
         queued: they carry their own values)."""
@@ -474,6 +566,8 @@ class RedisStore(MemoryStore):
                     await self._resync()
                 elif self._reload:
                     await self._load_small(self._reload.copy())
+                if self._remote_ops:
+                    await self._apply_remote_ops()
                 if self.queued_writes or self._events or self._count_delta:
                     await self._write_batch()
                     continue
@@ -724,6 +818,7 @@ class RedisStore(MemoryStore):
             + len(self._pending_apps)
             + len(self._pending_config)
             + len(self._writeback)
+            + len(self._remote_ops)
             + self._in_flight
         )
 
