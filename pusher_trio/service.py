@@ -833,7 +833,11 @@ class Service:
         if not shared.done.is_set():
             shared.abandoned = True
         elif not shared.delivered:
-            self.waiters.fail(group.aor, self._rejected(shared))
+            error = self._rejected(shared)
+            self.waiters.fail(group.aor, error)
+            rejected = getattr(self.store, "push_rejected", None)  # DESIGN §10: tell the
+            if rejected is not None:  # calls on other nodes that share this push
+                rejected(group.aor, error.data)
 
     async def _claimed_elsewhere(self, shared: SharedPush, deadline: float) -> bool:
         """DESIGN §10, one push per sleeping AOR across the cluster: when another node

@@ -78,7 +78,17 @@ class Cluster:
             names = service._token_param_names()
             waiters.notify_registered(aor, mask_contact(contact, (), names), at)
 
+        def remote_rejected(aor: str, report: Any) -> None:
+            group = waiters.group(aor)
+            shared = group.shared if group is not None else None
+            if shared is None or not shared.done.is_set():
+                return
+            if any(r is None or r["outcome"] != "pushed_by_peer" for r in shared.results):
+                return  # this node pushed itself: its own outcome answers its calls
+            waiters.fail(aor, peer_rejected(aor, report))
+
         self.store.on_remote_registered = remote_registered
+        self.store.on_remote_rejected = remote_rejected
 
     def wrap_registered(self, local: Callable[[Any], None]) -> Callable[[Any], None]:
         """The sniffer's hook: wake local waits, then tell the cluster."""
@@ -104,6 +114,21 @@ class Cluster:
             "events": self.subscriber.statistics(),
             "queued_writes": self.store.queued_writes,
         }
+
+
+def peer_rejected(aor: str, report: Any) -> Any:
+    """The PushRejected a call sharing another node's push answers with: that node's
+    report (tokens masked there), as if this node had sent the push."""
+    from ..control.jsonrpc import PushRejected
+
+    data = report if isinstance(report, dict) else {}
+    reasons = [str(r) for r in data.get("reasons", ()) if r]
+    pushes = data.get("pushes") if isinstance(data.get("pushes"), list) else []
+    return PushRejected(
+        "every provider refused the push (sent by another node): "
+        + "; ".join(dict.fromkeys(reasons)),
+        data={"aor": aor, "reasons": reasons, "pushes": pushes, "pushed_by_peer": True},
+    )
 
 
 async def call_offline(store_config: Any, method: str, params: dict[str, Any], pusher: Any) -> Any:

@@ -65,6 +65,8 @@ DEVICE_FORMAT = 1
 _MISSING = object()
 
 RegisteredHook = Callable[[str, str, float], None]  # (aor, contact, at) seen by another node
+RejectedHook = Callable[[str, Any], None]  # (aor, report) of a push another node had refused
+PEER_REJECTION_WINDOW = 2.0  # s: a refusal this recent answers a claim that lost the race
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -184,10 +186,11 @@ class _RemoteOp:
 
 @attrs.frozen
 class _Event:
-    kind: str  # "reg" | "dev" | "apps" | "config"
+    kind: str  # "reg" | "dev" | "rej" | "apps" | "config"; "unlock" is not published
     aor: str = ""
     contact: str = ""
     at: float = 0.0
+    data: Any = None  # "rej": the refused push's report (masked tokens, reasons)
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -220,6 +223,9 @@ class RedisStore(MemoryStore):
         self.max_queued_writes = max_queued_writes
         self.node_id = node_id or secrets.token_hex(6)
         self.on_remote_registered: RegisteredHook | None = None
+        self.on_remote_rejected: RejectedHook | None = None
+        # AOR -> (monotonic arrival, report) of pushes other nodes had refused, recent only
+        self._peer_rejections: dict[str, tuple[float, Any]] = {}
         # AORs whose records are all here (loaded from Redis, or written since); others
         # in self._devices are partial (learned here while Redis had more).
         self._complete: set[str] = set()
@@ -514,6 +520,7 @@ class RedisStore(MemoryStore):
         """
         if not self.client.connected:
             return True
+        asked = time.monotonic()
         try:
             reply = await self.client.execute(
                 "SET", f"{self.prefix}push:{aor}", self.node_id, "NX", "PX", max(1, int(ttl * 1000))
@@ -522,12 +529,29 @@ class RedisStore(MemoryStore):
             return True
         if reply is None:
             self._stats["push_claims_lost"] += 1
+            refused = self._peer_rejections.get(aor)
+            if refused is not None and refused[0] >= asked and self.on_remote_rejected is not None:
+                # The holder's refusal came in on the events connection before this reply:
+                # hand it over once the caller has marked its calls as sharing that push
+                # (it does so before its next checkpoint).
+                hook = self.on_remote_rejected
+                trio.lowlevel.current_trio_token().run_sync_soon(hook, aor, refused[1])
             return False
         now = time.monotonic()
         if len(self._claimed) >= MAX_QUEUED_EVENTS:  # locks that expired unregistered
             self._claimed = {a: t for a, t in self._claimed.items() if t > now}
         self._claimed[aor] = now + ttl
         return True
+
+    def push_rejected(self, aor: str, report: Any) -> None:
+        """Every provider refused the push this node sent for `aor`: if this node holds the
+        cluster's lock for it, drop the lock (the next call pushes again) and tell the
+        nodes whose calls share the push, so they answer PushRejected now, not at their
+        deadline."""
+        if self._claimed.pop(aor, 0.0) <= time.monotonic():
+            return  # not ours (Redis was down, or the lock expired): nobody shares it
+        self._queue_lock_release(aor)
+        self._queue_event(_Event("rej", aor, data=report))
 
     def on_message(self, channel: bytes, data: bytes) -> None:
         """The subscriber's handler: apply what another node did."""
@@ -548,6 +572,17 @@ class RedisStore(MemoryStore):
             self.forget(aor)
             if kind == "reg" and self.on_remote_registered is not None:
                 self.on_remote_registered(aor, message.get("c", ""), float(message.get("t", 0)))
+        elif kind == "rej":
+            now = time.monotonic()
+            if len(self._peer_rejections) >= MAX_QUEUED_EVENTS:
+                self._peer_rejections = {
+                    a: r for a, r in self._peer_rejections.items()
+                    if now - r[0] < PEER_REJECTION_WINDOW
+                }  # fmt: skip
+            report = message.get("d")
+            self._peer_rejections[aor] = (now, report)
+            if self.on_remote_rejected is not None:
+                self.on_remote_rejected(aor, report)
         elif kind in ("apps", "config"):
             self._reload.add(kind)
             self._work.set()
@@ -791,6 +826,8 @@ class RedisStore(MemoryStore):
         if event.kind == "reg":
             body["c"] = event.contact
             body["t"] = event.at
+        elif event.kind == "rej":
+            body["d"] = event.data
         return json.dumps(body, separators=(",", ":"))
 
     # --- lifecycle ----------------------------------------------------------------------------
