@@ -63,6 +63,13 @@ WRITE_BATCH = 2_000  # keys per pipeline: one reply buffer stays small
 ENCRYPTED = "f1:"
 DEVICE_FORMAT = 1
 _MISSING = object()
+# Redis keeps a hash as one compact listpack while every field and value is at most
+# hash-max-listpack-value bytes (default 64), else as a hashtable: a dict, its table
+# and an entry per field, each a separate allocation. A record is ~130-250 bytes, so
+# at the default every AOR is a hashtable: ~477 bytes per record against ~327 at 256
+# (1,000,000 records, load/bench_redis.py records). The node says so; the setting is
+# the operator's (it applies to every hash in that Redis).
+LISTPACK_VALUE_ADVISED = 256
 
 RegisteredHook = Callable[[str, str, float], None]  # (aor, contact, at) seen by another node
 RejectedHook = Callable[[str, Any], None]  # (aor, report) of a push another node had refused
@@ -243,6 +250,7 @@ class RedisStore(MemoryStore):
         self._generation = 0  # client generation the caches were loaded for
         self._reload: set[str] = set()  # "apps", "config" asked by other nodes
         self._remote_count = 0
+        self.listpack_value: int | None = None  # Redis's hash-max-listpack-value, if read
         self._count_delta = 0
         self._stats.update(
             {
@@ -656,7 +664,26 @@ class RedisStore(MemoryStore):
             for aor in list(self._complete):
                 self.forget(aor)  # events may have been missed while disconnected
         await self._refresh_count()
+        if not self._generation:
+            await self._check_encoding()
         self._generation = generation
+
+    async def _check_encoding(self) -> None:
+        """Advise `hash-max-listpack-value` once (see LISTPACK_VALUE_ADVISED); CONFIG may
+        be denied by an ACL or renamed: then say nothing."""
+        try:
+            reply = await self.client.execute("CONFIG", "GET", "hash-max-listpack-value")
+            value = int(reply[1])
+        except (RedisReplyError, IndexError, TypeError, ValueError):
+            return
+        self.listpack_value = value
+        if value < LISTPACK_VALUE_ADVISED:
+            log.warning(
+                "redis: hash-max-listpack-value is %d: each device record costs Redis about"
+                " 475 bytes; with %d (redis.conf or CONFIG SET) about 330",
+                value,
+                LISTPACK_VALUE_ADVISED,
+            )
 
     def _write_back_all(self) -> None:
         """Queue HSETNX of every record, app and config key held here: it fills what is
