@@ -4,6 +4,7 @@
     python -m load.bench_redis wake     [--calls 1000]
     python -m load.bench_redis learn    [--seconds 3] [--rates 4000,8000,...]
     python -m load.bench_redis records  [--records 1000000] [--lookups 2000]
+                                        [--hash-max-listpack-value N]
 
 `wake`: two sidecars (`app.run`, in this process, a pusher that answers Delivered at
 once) on one redis-server; `--calls` phones learned, half their calls parked on
@@ -20,7 +21,11 @@ record reached its store.
 
 `records`: `--records` device records written into Redis (pipelined), then Redis's
 used_memory per record, a node's RSS after `--lookups` cold reads of random AORs
-(the cache bound stays 20,000 AORs), and the cold read's p50/p99.
+(the cache bound stays 20,000 AORs), and the cold read's p50/p99; then where one
+AOR's bytes go (its key's encoding, MEMORY USAGE, and the lengths of key, field and
+record): used_memory per record less MEMORY USAGE is the keyspace's own entry.
+`--hash-max-listpack-value N` sets that Redis option first (CONFIG SET), as an
+operator would in redis.conf (DESIGN §10: 256 keeps an AOR's hash a listpack).
 
 Every figure depends on this machine's load at the time (other work shares the
 CPUs): quote them with that caveat, and prefer the ratios of one run.
@@ -250,7 +255,7 @@ async def learn_once(rate: float, seconds: float, kind: str, redis_url: str) -> 
 # --- records: memory per record, RSS, cold lookups -------------------------------------------
 
 
-async def records(n: int, lookups: int) -> dict[str, Any]:
+async def records(n: int, lookups: int, listpack_value: int | None = None) -> dict[str, Any]:
     from pusher_trio.config import StoreConfig
     from pusher_trio.model import Device
     from pusher_trio.redis.cluster import Cluster
@@ -264,6 +269,8 @@ async def records(n: int, lookups: int) -> dict[str, Any]:
                 info = redis.command("INFO", "memory").decode()
                 return int(info.split("used_memory:", 1)[1].split("\r\n", 1)[0])
 
+            if listpack_value is not None:
+                redis.command("CONFIG", "SET", "hash-max-listpack-value", str(listpack_value))
             cluster = Cluster.from_config(StoreConfig(backend="redis", redis_url=redis.url))
             async with trio.open_nursery() as nursery:
                 await nursery.start(cluster.run)
@@ -291,6 +298,7 @@ async def records(n: int, lookups: int) -> dict[str, Any]:
                 await client.execute("INCRBY", "pusher:devices", n)
                 load_s = time.perf_counter() - started
                 after = used()
+                breakdown = await _where_it_goes(client, f"pusher:d:user{n // 2}@example.com")
                 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 times = []
                 for _ in range(lookups):
@@ -312,9 +320,34 @@ async def records(n: int, lookups: int) -> dict[str, Any]:
                 "cached_aors": stats["cached_aors"],
                 "cold_lookup_p50_ms": round(pct(times, 0.5), 3),
                 "cold_lookup_p99_ms": round(pct(times, 0.99), 3),
+                **breakdown,
             }
         finally:
             redis.stop()
+
+
+async def _where_it_goes(client: Any, key: str) -> dict[str, Any]:
+    """One AOR's key as Redis holds it: its encoding (a record longer than
+    hash-max-listpack-value makes the hash a hashtable: a dict, its table and an entry
+    per field, each a separate allocation), MEMORY USAGE (key, value object and
+    allocations, allocator size classes included), and the lengths that fill them."""
+    (field,) = await client.execute("HKEYS", key)
+    encoding, usage, value_len, limit = await client.pipeline(
+        [
+            ("OBJECT", "ENCODING", key),
+            ("MEMORY", "USAGE", key, "SAMPLES", "0"),
+            ("HSTRLEN", key, field),
+            ("CONFIG", "GET", "hash-max-listpack-value"),
+        ]
+    )
+    return {
+        "sample_key_encoding": encoding.decode(),
+        "sample_key_memory_usage": usage,
+        "sample_key_name_bytes": len(key.encode()),
+        "sample_field_bytes": len(field),
+        "sample_value_bytes": value_len,
+        "hash_max_listpack_value": int(limit[1]) if isinstance(limit, list) else None,
+    }
 
 
 def _rss_kib() -> int:
@@ -338,12 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("records")
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--lookups", type=int, default=2000)
+    p.add_argument("--hash-max-listpack-value", type=int, default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     print("(figures from a machine shared with other work: compare within one run)")
     if args.what == "wake":
         print(json.dumps(trio.run(wake, args.calls), indent=1))
     elif args.what == "records":
-        print(json.dumps(trio.run(records, args.records, args.lookups), indent=1))
+        print(
+            json.dumps(
+                trio.run(records, args.records, args.lookups, args.hash_max_listpack_value),
+                indent=1,
+            )
+        )
     else:
         with tempfile.TemporaryDirectory(prefix="bench-learn-redis-") as tmp:
             redis = start_redis(Path(tmp))

@@ -832,7 +832,11 @@ class Service:
         if not shared.done.is_set():
             shared.abandoned = True
         elif not shared.delivered:
-            self.waiters.fail(group.aor, self._rejected(shared))
+            error = self._rejected(shared)
+            self.waiters.fail(group.aor, error)
+            rejected = getattr(self.store, "push_rejected", None)  # DESIGN §10: tell the
+            if rejected is not None:  # calls on other nodes that share this push
+                rejected(group.aor, error.data)
 
     async def _claimed_elsewhere(self, shared: SharedPush, deadline: float) -> bool:
         """DESIGN §10, one push per sleeping AOR across the cluster: when another node
@@ -1183,6 +1187,9 @@ class Service:
             raise InvalidParams("aor is required")
         if token is not None and not isinstance(token, str):
             raise InvalidParams("token must be a string")
+        fetch = getattr(self.store, "fetch_devices", None)  # Redis: count the cluster's records
+        if fetch is not None:
+            await fetch(normalize_aor(aor))
         return {"removed": self.store.remove_devices(normalize_aor(aor), token or None)}
 
     # --- apps -------------------------------------------------------------------------------------

@@ -106,6 +106,10 @@ class Waiters:
     def group(self, aor: str) -> WaitGroup | None:
         return self._groups.get(aor)
 
+    def aors(self) -> list[str]:
+        """The AORs some call waits for now."""
+        return list(self._groups)
+
     def statistics(self) -> dict[str, int]:
         return {
             "waiting": self._waiting,

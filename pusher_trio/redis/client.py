@@ -180,6 +180,7 @@ class RedisClient:
         self.state: State = "connecting"
         self.generation = 0
         self._up = trio.Event()
+        self._next_connect = trio.Event()  # set (and replaced) at each successful connect
         self._stats = {
             "connects": 0,
             "connect_failures": 0,
@@ -222,6 +223,8 @@ class RedisClient:
                 self._stats["connects"] += 1
                 self._set_state("up", None)
                 self._up.set()
+                self._next_connect.set()
+                self._next_connect = trio.Event()
                 if not started:
                     task_status.started()
                     started = True
@@ -307,6 +310,11 @@ class RedisClient:
         while not self.connected:
             await self._up.wait()
             await trio.lowlevel.checkpoint()
+
+    async def wait_reconnected(self, generation: int) -> None:
+        """Until a connection newer than `generation` is up (a subscriber: subscribed)."""
+        while self.generation <= generation:
+            await self._next_connect.wait()
 
     async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """Send `commands` at once; their replies in order, `-ERR` ones as RedisReplyError values."""

@@ -11,7 +11,7 @@ other nodes wake this node's waits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -30,6 +30,9 @@ class Cluster:
         self.store = store
         self.client = store.client
         self.subscriber = subscriber
+        self._replay: Callable[[], Awaitable[int]] | None = None  # set by attach()
+        self.wake_replays = 0  # reconnects after which the waited-for AORs were re-read
+        self.wakes_replayed = 0
 
     @classmethod
     def from_config(cls, store_config: Any, **store_options: Any) -> Cluster:
@@ -61,10 +64,24 @@ class Cluster:
             await nursery.start(self.client.run)
             await nursery.start(self.subscriber.run)
             await nursery.start(self.store.run)
+            nursery.start_soon(self._replay_missed_wakes)
             with trio.move_on_after(STARTUP_WAIT):
                 while not self.store.synced:  # noqa: ASYNC110 (a one-off start-up wait)
                     await trio.sleep(0.01)
             task_status.started()
+
+    async def _replay_missed_wakes(self) -> None:
+        """Pub/sub drops what is published while this node's events connection is down
+        (DESIGN §10): after each reconnect (subscribed again first, so nothing falls in
+        between), the AORs this node waits for are read from Redis, and a record
+        registered since a call was accepted wakes it."""
+        seen = self.subscriber.generation
+        while True:
+            await self.subscriber.wait_reconnected(seen)
+            first, seen = seen == 0, self.subscriber.generation
+            if not first and self._replay is not None:
+                self.wakes_replayed += await self._replay()
+                self.wake_replays += 1
 
     def attach(self, service: Any) -> None:
         """Registrations seen by other nodes end this node's waits for that AOR."""
@@ -78,7 +95,33 @@ class Cluster:
             names = service._token_param_names()
             waiters.notify_registered(aor, mask_contact(contact, (), names), at)
 
+        def remote_rejected(aor: str, report: Any) -> None:
+            group = waiters.group(aor)
+            shared = group.shared if group is not None else None
+            if shared is None or not shared.done.is_set():
+                return
+            if any(r is None or r["outcome"] != "pushed_by_peer" for r in shared.results):
+                return  # this node pushed itself: its own outcome answers its calls
+            waiters.fail(aor, peer_rejected(aor, report))
+
+        async def replay() -> int:
+            woken = 0
+            for aor in waiters.aors():
+                self.store.forget(aor)
+                records = [d for d in await self.store.fetch_devices(aor) if d.bound]
+                if not records or waiters.group(aor) is None:
+                    continue
+                latest = max(records, key=lambda d: d.last_registered)
+                names = service._token_param_names()
+                contact = mask_contact(latest.contact, (), names)
+                woken += waiters.notify_registered(aor, contact, latest.last_registered)
+            if woken:
+                log.info("redis: %d calls woken by registrations missed while unsubscribed", woken)
+            return woken
+
         self.store.on_remote_registered = remote_registered
+        self.store.on_remote_rejected = remote_rejected
+        self._replay = replay
 
     def wrap_registered(self, local: Callable[[Any], None]) -> Callable[[Any], None]:
         """The sniffer's hook: wake local waits, then tell the cluster."""
@@ -103,7 +146,24 @@ class Cluster:
             "connection": client,
             "events": self.subscriber.statistics(),
             "queued_writes": self.store.queued_writes,
+            "wake_replays": self.wake_replays,
+            "wakes_replayed": self.wakes_replayed,
         }
+
+
+def peer_rejected(aor: str, report: Any) -> Any:
+    """The PushRejected a call sharing another node's push answers with: that node's
+    report (tokens masked there), as if this node had sent the push."""
+    from ..control.jsonrpc import PushRejected
+
+    data = report if isinstance(report, dict) else {}
+    reasons = [str(r) for r in data.get("reasons", ()) if r]
+    pushes = data.get("pushes") if isinstance(data.get("pushes"), list) else []
+    return PushRejected(
+        "every provider refused the push (sent by another node): "
+        + "; ".join(dict.fromkeys(reasons)),
+        data={"aor": aor, "reasons": reasons, "pushes": pushes, "pushed_by_peer": True},
+    )
 
 
 async def call_offline(store_config: Any, method: str, params: dict[str, Any], pusher: Any) -> Any:

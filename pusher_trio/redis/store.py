@@ -63,8 +63,17 @@ WRITE_BATCH = 2_000  # keys per pipeline: one reply buffer stays small
 ENCRYPTED = "f1:"
 DEVICE_FORMAT = 1
 _MISSING = object()
+# Redis keeps a hash as one compact listpack while every field and value is at most
+# hash-max-listpack-value bytes (default 64), else as a hashtable: a dict, its table
+# and an entry per field, each a separate allocation. A record is ~130-250 bytes, so
+# at the default every AOR is a hashtable: ~477 bytes per record against ~327 at 256
+# (1,000,000 records, load/bench_redis.py records). The node says so; the setting is
+# the operator's (it applies to every hash in that Redis).
+LISTPACK_VALUE_ADVISED = 256
 
 RegisteredHook = Callable[[str, str, float], None]  # (aor, contact, at) seen by another node
+RejectedHook = Callable[[str, Any], None]  # (aor, report) of a push another node had refused
+PEER_REJECTION_WINDOW = 2.0  # s: a refusal this recent answers a claim that lost the race
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -170,11 +179,25 @@ def decode_app(data: bytes | str, fernet: Fernet | None) -> App:
 
 
 @attrs.frozen
+class _RemoteOp:
+    """An unbind, invalidation or removal of an AOR this node has not (wholly) cached:
+    the writer reads what Redis holds for it, then applies the change to that."""
+
+    kind: str  # "unbind" | "invalidate" | "remove"
+    aor: str
+    device_ids: tuple[str, ...] | None = None  # unbind: None for all; invalidate: one
+    reason: str = ""
+    at: float = 0.0
+    token: str | None = None  # remove: only the records with this token
+
+
+@attrs.frozen
 class _Event:
-    kind: str  # "reg" | "dev" | "apps" | "config"
+    kind: str  # "reg" | "dev" | "rej" | "apps" | "config"; "unlock" is not published
     aor: str = ""
     contact: str = ""
     at: float = 0.0
+    data: Any = None  # "rej": the refused push's report (masked tokens, reasons)
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -207,12 +230,16 @@ class RedisStore(MemoryStore):
         self.max_queued_writes = max_queued_writes
         self.node_id = node_id or secrets.token_hex(6)
         self.on_remote_registered: RegisteredHook | None = None
+        self.on_remote_rejected: RejectedHook | None = None
+        # AOR -> (monotonic arrival, report) of pushes other nodes had refused, recent only
+        self._peer_rejections: dict[str, tuple[float, Any]] = {}
         # AORs whose records are all here (loaded from Redis, or written since); others
         # in self._devices are partial (learned here while Redis had more).
         self._complete: set[str] = set()
         self._pending_devices: OrderedDict[tuple[str, str], Device | None] = OrderedDict()
         self._pending_apps: dict[str, App | None] = {}
         self._pending_config: dict[str, Any] = {}
+        self._remote_ops: deque[_RemoteOp] = deque()
         self._events: deque[tuple[float, _Event]] = deque(maxlen=MAX_QUEUED_EVENTS)
         # AORs whose push lock this node holds -> when the lock expires (monotonic)
         self._claimed: dict[str, float] = {}
@@ -223,6 +250,7 @@ class RedisStore(MemoryStore):
         self._generation = 0  # client generation the caches were loaded for
         self._reload: set[str] = set()  # "apps", "config" asked by other nodes
         self._remote_count = 0
+        self.listpack_value: int | None = None  # Redis's hash-max-listpack-value, if read
         self._count_delta = 0
         self._stats.update(
             {
@@ -371,6 +399,84 @@ class RedisStore(MemoryStore):
         self._evict()
         return changed
 
+    def unbind(self, aor: str, device_ids: Iterable[str] | None = None) -> int:
+        """Unbinds what is here at once; an AOR not wholly here is unbound in Redis too
+        (the phone may have registered on another node, or been evicted from this cache)."""
+        ids = None if device_ids is None else tuple(device_ids)
+        with self._lock:
+            n = super().unbind(aor, ids)
+            if aor not in self._complete:
+                self._queue_op(_RemoteOp("unbind", aor, ids))
+        return n
+
+    def invalidate(self, aor: str, device_id: str, reason: str, now: float) -> bool:
+        """False when the record is not here; if the AOR is not wholly here, the record is
+        invalidated in Redis all the same (the writer reads it first)."""
+        with self._lock:
+            found = super().invalidate(aor, device_id, reason, now)
+            if not found and aor not in self._complete:
+                self._queue_op(_RemoteOp("invalidate", aor, (device_id,), reason, now))
+        return found
+
+    def remove_devices(self, aor: str, token: str | None = None) -> int:
+        """Counts what was here; an AOR not wholly here is removed from Redis too
+        (call `fetch_devices(aor)` first for a count of the cluster's records)."""
+        with self._lock:
+            n = super().remove_devices(aor, token)
+            if aor not in self._complete:
+                self._queue_op(_RemoteOp("remove", aor, token=token))
+        return n
+
+    def _queue_op(self, op: _RemoteOp) -> None:
+        if len(self._remote_ops) >= self.max_queued_writes:
+            self._remote_ops.popleft()
+            self._stats["queued_writes_dropped"] += 1
+        self._remote_ops.append(op)
+        self._work.set()
+
+    async def _apply_remote_ops(self) -> None:
+        """Read the AORs of queued unbinds/invalidations/removals from Redis, then apply
+        each to the records Redis holds. Records with a write queued here are left alone:
+        the change reached them when it was made, or they were written after it (a
+        REGISTER right after an unbind must stay bound)."""
+        ops = [self._remote_ops[i] for i in range(min(len(self._remote_ops), WRITE_BATCH))]
+        aors = list(dict.fromkeys(op.aor for op in ops))
+        replies = await self.client.pipeline([("HGETALL", self._dkey(aor)) for aor in aors])
+        with self._lock:
+            for _ in ops:
+                self._remote_ops.popleft()
+            for aor, reply in zip(aors, replies, strict=True):
+                if isinstance(reply, RedisReplyError):
+                    log.error("redis: cannot read %s to change it: %s", aor, reply)
+                    continue
+                self._merge(aor, reply)  # the AOR is now the most recent in the cache
+                for op in ops:
+                    if op.aor == aor:
+                        self._apply_op(op)
+
+    def _apply_op(self, op: _RemoteOp) -> None:
+        aor = op.aor
+        ids = [
+            i
+            for i in _records(self._devices.get(aor))
+            if (aor, i) not in self._pending_devices
+            and (op.device_ids is None or i in op.device_ids)
+        ]
+        if op.kind == "unbind":
+            super().unbind(aor, ids)
+        elif op.kind == "invalidate":
+            for device_id in ids:
+                super().invalidate(aor, device_id, op.reason, op.at)
+        else:
+            by_id = _records(self._devices.get(aor))
+            gone = [i for i in ids if op.token is None or by_id[i].token == op.token]
+            kept = {i: d for i, d in by_id.items() if i not in gone}
+            self._devices[aor] = next(iter(kept.values())) if len(kept) == 1 else kept
+            for device_id in gone:
+                self._written_at.pop((aor, device_id), None)
+                self._dirty_device((aor, device_id))
+            self._count -= len(gone)
+
     def _evict(self) -> None:
         """Keep at most cache_aors AORs: drop the least recently used (queued writes stay
         queued: they carry their own values)."""
@@ -422,6 +528,7 @@ class RedisStore(MemoryStore):
         """
         if not self.client.connected:
             return True
+        asked = time.monotonic()
         try:
             reply = await self.client.execute(
                 "SET", f"{self.prefix}push:{aor}", self.node_id, "NX", "PX", max(1, int(ttl * 1000))
@@ -430,12 +537,29 @@ class RedisStore(MemoryStore):
             return True
         if reply is None:
             self._stats["push_claims_lost"] += 1
+            refused = self._peer_rejections.get(aor)
+            if refused is not None and refused[0] >= asked and self.on_remote_rejected is not None:
+                # The holder's refusal came in on the events connection before this reply:
+                # hand it over once the caller has marked its calls as sharing that push
+                # (it does so before its next checkpoint).
+                hook = self.on_remote_rejected
+                trio.lowlevel.current_trio_token().run_sync_soon(hook, aor, refused[1])
             return False
         now = time.monotonic()
         if len(self._claimed) >= MAX_QUEUED_EVENTS:  # locks that expired unregistered
             self._claimed = {a: t for a, t in self._claimed.items() if t > now}
         self._claimed[aor] = now + ttl
         return True
+
+    def push_rejected(self, aor: str, report: Any) -> None:
+        """Every provider refused the push this node sent for `aor`: if this node holds the
+        cluster's lock for it, drop the lock (the next call pushes again) and tell the
+        nodes whose calls share the push, so they answer PushRejected now, not at their
+        deadline."""
+        if self._claimed.pop(aor, 0.0) <= time.monotonic():
+            return  # not ours (Redis was down, or the lock expired): nobody shares it
+        self._queue_lock_release(aor)
+        self._queue_event(_Event("rej", aor, data=report))
 
     def on_message(self, channel: bytes, data: bytes) -> None:
         """The subscriber's handler: apply what another node did."""
@@ -456,6 +580,17 @@ class RedisStore(MemoryStore):
             self.forget(aor)
             if kind == "reg" and self.on_remote_registered is not None:
                 self.on_remote_registered(aor, message.get("c", ""), float(message.get("t", 0)))
+        elif kind == "rej":
+            now = time.monotonic()
+            if len(self._peer_rejections) >= MAX_QUEUED_EVENTS:
+                self._peer_rejections = {
+                    a: r for a, r in self._peer_rejections.items()
+                    if now - r[0] < PEER_REJECTION_WINDOW
+                }  # fmt: skip
+            report = message.get("d")
+            self._peer_rejections[aor] = (now, report)
+            if self.on_remote_rejected is not None:
+                self.on_remote_rejected(aor, report)
         elif kind in ("apps", "config"):
             self._reload.add(kind)
             self._work.set()
@@ -474,6 +609,8 @@ class RedisStore(MemoryStore):
                     await self._resync()
                 elif self._reload:
                     await self._load_small(self._reload.copy())
+                if self._remote_ops:
+                    await self._apply_remote_ops()
                 if self.queued_writes or self._events or self._count_delta:
                     await self._write_batch()
                     continue
@@ -527,7 +664,26 @@ class RedisStore(MemoryStore):
             for aor in list(self._complete):
                 self.forget(aor)  # events may have been missed while disconnected
         await self._refresh_count()
+        if not self._generation:
+            await self._check_encoding()
         self._generation = generation
+
+    async def _check_encoding(self) -> None:
+        """Advise `hash-max-listpack-value` once (see LISTPACK_VALUE_ADVISED); CONFIG may
+        be denied by an ACL or renamed: then say nothing."""
+        try:
+            reply = await self.client.execute("CONFIG", "GET", "hash-max-listpack-value")
+            value = int(reply[1])
+        except (RedisReplyError, IndexError, TypeError, ValueError):
+            return
+        self.listpack_value = value
+        if value < LISTPACK_VALUE_ADVISED:
+            log.warning(
+                "redis: hash-max-listpack-value is %d: each device record costs Redis about"
+                " 475 bytes; with %d (redis.conf or CONFIG SET) about 330",
+                value,
+                LISTPACK_VALUE_ADVISED,
+            )
 
     def _write_back_all(self) -> None:
         """Queue HSETNX of every record, app and config key held here: it fills what is
@@ -697,6 +853,8 @@ class RedisStore(MemoryStore):
         if event.kind == "reg":
             body["c"] = event.contact
             body["t"] = event.at
+        elif event.kind == "rej":
+            body["d"] = event.data
         return json.dumps(body, separators=(",", ":"))
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -724,6 +882,7 @@ class RedisStore(MemoryStore):
             + len(self._pending_apps)
             + len(self._pending_config)
             + len(self._writeback)
+            + len(self._remote_ops)
             + self._in_flight
         )
 
