@@ -13,9 +13,9 @@ kernel dropped because the socket buffer was full; system-wide counter).
 
 `--unique` gives every pair its own AOR and token, as the load storm's sipp does
 (every 2xx a new device record written); by default 20,000 AORs repeat, so later
-rounds are refreshes that cost no store write. 20,000 cycling AORs are more than the
-table's summary cache holds (16,384, first in first out), so the paced runs parse every
-answered REGISTER; the "handler alone" line cycles 5,000 and shows both cases. The CPU is split between the reader
+rounds are refreshes that cost no store write, answered from the table's summary cache
+(a compact entry per phone since it holds the device, not the whole summary: 20,000
+fit); the "handler alone" line cycles 5,000 and shows both cases. The CPU is split between the reader
 (the trio thread) and the rest of the process (the store's writer thread).
 """
 
