@@ -508,7 +508,7 @@ def _summarize(request: sip.Request) -> _Request:
         instance = _instance_id(contact.params)
         # values + per-param dict/str overhead; hostile Contacts can be 64 KiB each
         size += len(uri) + sum(map(len, params.values())) + 150 * len(params) + 250
-        pnsreg = any(name.lower() == "+sip.pnsreg" for name in contact.params)
+        pnsreg = "+sip.pnsreg" in contact.params  # sip lowercases param names
         bindings.append(_Binding(uri, params, instance, expires, pnsreg))
     # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
     wildcard = wildcard and default_expires == 0 and not bindings
