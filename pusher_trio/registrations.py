@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import sys
 from collections import OrderedDict
@@ -68,10 +69,12 @@ DEFAULT_EXPIRES = 3600
 DEFAULT_SUMMARY_CACHE = 262_144
 DEFAULT_SUMMARY_CACHE_BYTES = 64 * 1024 * 1024
 # The key costs about a quarter of a parse. When fewer than 1 in 10 of the last
-# SUMMARY_PROBE answered REGISTERs were refreshes (a storm of new phones), the next
-# SUMMARY_PAUSE are parsed without the cache, then it is tried again.
+# SUMMARY_PROBE lookups hit (a storm of new phones, or phones seen for the first time),
+# only 1 answered REGISTER in SUMMARY_SAMPLE is looked up and cached, picked at random so
+# that the sample is not aligned with the order the phones come in: when they refresh,
+# the sample hits and every REGISTER is looked up again.
 SUMMARY_PROBE = 1024
-SUMMARY_PAUSE = 3 * 1024
+SUMMARY_SAMPLE = 4
 # A compact entry: digest bytes, dict slot, _Single and its new Device (strings shared)
 _SINGLE_OVERHEAD = 250
 # Keyed per process: nobody outside can pick two REGISTERs whose digests collide.
@@ -634,8 +637,8 @@ class RegistrationTable:
     summary of an answered REGISTER is cached by `summary_key` (at most `summary_cache`
     entries and ~`summary_cache_bytes`; 0 turns it off): a refresh whose Contact, To,
     Expires and User-Agent did not change is not parsed again. While answered
-    REGISTERs are nearly all new (fewer than 1 in 10 refreshes), the cache is paused
-    so that a storm of new phones does not pay for the keys.
+    REGISTERs are nearly all new (fewer than 1 in 10 refreshes), only a random sample
+    is looked up, so that a storm of new phones does not pay for the keys.
     """
 
     def __init__(
@@ -669,7 +672,8 @@ class RegistrationTable:
         self._summary_bytes = 0
         self._summary_lookups = 0  # in the current probe window
         self._summary_window_hits = 0
-        self._summary_pause = 0  # answered REGISTERs left to parse without the cache
+        self._summary_sampling = False  # few hits lately: look up a random sample only
+        self._random = random.Random().random  # not for secrets: which REGISTERs to sample
         self._stats = {
             "registers": 0,
             "answered_2xx": 0,
@@ -775,14 +779,13 @@ class RegistrationTable:
         minutes; the cache spares the parse and the Contact/param extraction then.
         """
         digest = None
-        if self._summary_pause:
-            self._summary_pause -= 1
-        elif self._summary_max:
+        if self._summary_max and (
+            not self._summary_sampling or self._random() * SUMMARY_SAMPLE < 1.0
+        ):
             key = summary_key(payload)
             self._summary_lookups += 1
             if self._summary_lookups >= SUMMARY_PROBE:
-                if self._summary_window_hits * 10 < self._summary_lookups:
-                    self._summary_pause = SUMMARY_PAUSE
+                self._summary_sampling = self._summary_window_hits * 10 < self._summary_lookups
                 self._summary_lookups = self._summary_window_hits = 0
             if key is not None:
                 digest = hashlib.blake2b(key, digest_size=16, key=_DIGEST_KEY).digest()
