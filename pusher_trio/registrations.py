@@ -20,6 +20,9 @@ parses headers lazily); the table is unchanged then.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import random
 import re
 import sys
 from collections import OrderedDict
@@ -58,16 +61,24 @@ MAX_CONTACTS = 32
 # §10.3, step 7); an hour is the common one. Only "bound or not" matters here.
 DEFAULT_EXPIRES = 3600
 # Summaries of answered REGISTERs kept for their refreshes (see summary_key): a bounded
-# cache, by count and by estimated bytes (~2 KB each here: key + summary), so it costs
-# the same whatever the number of devices. 16k covers a burst of re-registrations of
-# 16k phones (a Kamailio restart) and a sipp storm cycling 5,000 users.
-DEFAULT_SUMMARY_CACHE = 16_384
-DEFAULT_SUMMARY_CACHE_BYTES = 32 * 1024 * 1024
+# cache, by count and by estimated bytes, so it costs the same whatever the number of
+# devices. An entry is keyed by a 16-byte digest of the key, and the common REGISTER (one
+# Contact, one RFC 8599 or legacy push target) is kept as the device it gave, which the
+# store holds anyway: ~250 bytes an entry, so the byte cap holds ~260k phones refreshing
+# (a full summary, ~2 KB, is kept for any other shape).
+DEFAULT_SUMMARY_CACHE = 262_144
+DEFAULT_SUMMARY_CACHE_BYTES = 64 * 1024 * 1024
 # The key costs about a quarter of a parse. When fewer than 1 in 10 of the last
-# SUMMARY_PROBE answered REGISTERs were refreshes (a storm of new phones), the next
-# SUMMARY_PAUSE are parsed without the cache, then it is tried again.
+# SUMMARY_PROBE lookups hit (a storm of new phones, or phones seen for the first time),
+# only 1 answered REGISTER in SUMMARY_SAMPLE is looked up and cached, picked at random so
+# that the sample is not aligned with the order the phones come in: when they refresh,
+# the sample hits and every REGISTER is looked up again.
 SUMMARY_PROBE = 1024
-SUMMARY_PAUSE = 3 * 1024
+SUMMARY_SAMPLE = 4
+# A compact entry: digest bytes, dict slot, _Single and its new Device (strings shared)
+_SINGLE_OVERHEAD = 250
+# Keyed per process: nobody outside can pick two REGISTERs whose digests collide.
+_DIGEST_KEY = os.urandom(16)
 _ENTRY_OVERHEAD = 550  # dict slot, tuples, objects: measured ~2.1 KB per bench REGISTER in all
 _RAW_OVERHEAD = 250  # a REGISTER kept as bytes: key tuple, dict slot, bytes header
 
@@ -407,6 +418,48 @@ class _Request(NamedTuple):
     size: int
 
 
+class _Single:
+    """A cached REGISTER of the common shape: one bound Contact, one push target.
+
+    Its target came from RFC 8599 or legacy params (never the User-Agents mapping), so
+    it does not depend on anything but the REGISTER: a refresh reuses the device with
+    a new `last_registered` instead of running the extraction again.
+    """
+
+    __slots__ = ("device", "expires", "instance", "pnsreg", "uri")
+
+    def __init__(self, event: Registered) -> None:
+        self.uri = event.contact
+        self.instance = event.instance
+        self.expires = event.expires
+        self.pnsreg = event.pnsreg
+        self.device = event.devices[0]
+
+    def events(self, now: float, call_id: str, cseq: int) -> list[Event]:
+        # the newest device: the one the store keeps, so the cache holds no copy
+        device = self.device = attrs.evolve(self.device, last_registered=now)
+        event = Registered(device.aor, self.uri, [device], now, self.instance, call_id, cseq,
+                           self.expires, self.pnsreg)  # fmt: skip
+        return [event]
+
+
+def _entry_size(entry: _Request | _Single) -> int:
+    """The estimated bytes of one summary cache entry, digest and dict slot included."""
+    return _SINGLE_OVERHEAD if type(entry) is _Single else entry.size + _RAW_OVERHEAD  # type: ignore[union-attr]
+
+
+def _single(summary: _Request, events: list[Event]) -> _Single | None:
+    """The compact form of `summary` when its events allow it (see _Single)."""
+    if len(summary.bindings) != 1 or len(events) != 1:
+        return None
+    event = events[0]
+    if not isinstance(event, Registered) or len(event.devices) != 1:
+        return None
+    if event.devices[0].extra.get("source") not in ("rfc8599", "legacy"):
+        return None
+    return _Single(event)
+
+
 def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
@@ -458,7 +511,7 @@ def _summarize(request: sip.Request) -> _Request:
         instance = _instance_id(contact.params)
         # values + per-param dict/str overhead; hostile Contacts can be 64 KiB each
         size += len(uri) + sum(map(len, params.values())) + 150 * len(params) + 250
-        pnsreg = any(name.lower() == "+sip.pnsreg" for name in contact.params)
+        pnsreg = "+sip.pnsreg" in contact.params  # sip lowercases param names
         bindings.append(_Binding(uri, params, instance, expires, pnsreg))
     # RFC 3261 §10.2.2: "*" only with Expires: 0 (and alone); otherwise ignore it.
     wildcard = wildcard and default_expires == 0 and not bindings
@@ -584,8 +637,8 @@ class RegistrationTable:
     summary of an answered REGISTER is cached by `summary_key` (at most `summary_cache`
     entries and ~`summary_cache_bytes`; 0 turns it off): a refresh whose Contact, To,
     Expires and User-Agent did not change is not parsed again. While answered
-    REGISTERs are nearly all new (fewer than 1 in 10 refreshes), the cache is paused
-    so that a storm of new phones does not pay for the keys.
+    REGISTERs are nearly all new (fewer than 1 in 10 refreshes), only a random sample
+    is looked up, so that a storm of new phones does not pay for the keys.
     """
 
     def __init__(
@@ -613,13 +666,14 @@ class RegistrationTable:
         # summary_key(REGISTER) -> (its summary, estimated size); oldest first
         # (an OrderedDict: popping a plain dict's oldest key again and again makes
         # next(iter()) walk the deleted slots; popitem(last=False) does not)
-        self._summaries: OrderedDict[bytes, tuple[_Request, int]] = OrderedDict()
+        self._summaries: OrderedDict[bytes, _Request | _Single] = OrderedDict()
         self._summary_max = summary_cache
         self._summary_max_bytes = summary_cache_bytes
         self._summary_bytes = 0
         self._summary_lookups = 0  # in the current probe window
         self._summary_window_hits = 0
-        self._summary_pause = 0  # answered REGISTERs left to parse without the cache
+        self._summary_sampling = False  # few hits lately: look up a random sample only
+        self._random = random.Random().random  # not for secrets: which REGISTERs to sample
         self._stats = {
             "registers": 0,
             "answered_2xx": 0,
@@ -713,52 +767,54 @@ class RegistrationTable:
             return []
         self._stats["answered_2xx"] += 1
         if isinstance(item, bytes):
-            summary = self._summary_of(item)
-            if summary is None:
-                self._stats["malformed_registers"] += 1
-                return []
-            item = summary
+            return self._answer(item, now, user_agents, call_id, cseq)
         return self._count(_events(item, now, user_agents, call_id, cseq))
 
-    def _summary_of(self, payload: bytes) -> _Request | None:
-        """The summary of an answered REGISTER (None: malformed), cached for its refreshes.
+    def _answer(
+        self, payload: bytes, now: float, user_agents: Mapping[str, Any], call_id: str, cseq: int
+    ) -> list[Event]:
+        """The events of an answered REGISTER kept as bytes; its summary cached for refreshes.
 
         A phone refreshes with the same Contact, To, Expires and User-Agent every few
         minutes; the cache spares the parse and the Contact/param extraction then.
         """
-        key = None
-        if self._summary_pause:
-            self._summary_pause -= 1
-        elif self._summary_max:
+        digest = None
+        if self._summary_max and (
+            not self._summary_sampling or self._random() * SUMMARY_SAMPLE < 1.0
+        ):
             key = summary_key(payload)
             self._summary_lookups += 1
             if self._summary_lookups >= SUMMARY_PROBE:
-                if self._summary_window_hits * 10 < self._summary_lookups:
-                    self._summary_pause = SUMMARY_PAUSE
+                self._summary_sampling = self._summary_window_hits * 10 < self._summary_lookups
                 self._summary_lookups = self._summary_window_hits = 0
             if key is not None:
-                hit = self._summaries.get(key)
-                if hit is not None:
+                digest = hashlib.blake2b(key, digest_size=16, key=_DIGEST_KEY).digest()
+                cached = self._summaries.get(digest)
+                if cached is not None:
                     self._stats["summary_hits"] += 1
                     self._summary_window_hits += 1
-                    return hit[0]
+                    if type(cached) is _Single:
+                        return self._count(cached.events(now, call_id, cseq))
+                    return self._count(_events(cached, now, user_agents, call_id, cseq))  # type: ignore[arg-type]
         try:
             message = sip.parse_message(payload)
             if not isinstance(message, sip.Request) or message.method != "REGISTER":
                 raise sip.SipParseError("not a REGISTER")
             summary = _summarize(message)
         except sip.SipParseError:
-            return None
-        if key is not None:
-            size = len(key) + summary.size + _RAW_OVERHEAD
+            self._stats["malformed_registers"] += 1
+            return []
+        events = _events(summary, now, user_agents, call_id, cseq)
+        if digest is not None:
+            entry = _single(summary, events) or summary
             summaries = self._summaries
-            summaries[key] = (summary, size)
-            self._summary_bytes += size
+            summaries[digest] = entry
+            self._summary_bytes += _entry_size(entry)
             while summaries and (
                 len(summaries) > self._summary_max or self._summary_bytes > self._summary_max_bytes
             ):
-                self._summary_bytes -= summaries.popitem(last=False)[1][1]
-        return summary
+                self._summary_bytes -= _entry_size(summaries.popitem(last=False)[1])
+        return self._count(events)
 
     def is_pending(self, call_id: str, cseq: int) -> bool:
         """True when a response with this key would complete a REGISTER we saw."""

@@ -689,3 +689,5 @@ def test_registered_says_whether_the_ua_asked_for_refresh_pushes() -> None:
     (event,) = apply_all(table, [register(RFC8599_APNS, call_id="x")])
     assert isinstance(event, Registered)
     assert event.pnsreg is False
+    (event,) = apply_all(table, [register(RFC8599_APNS + ";+SIP.PNSREG", call_id="y")])
+    assert isinstance(event, Registered) and event.pnsreg is True  # param names ignore case

@@ -3,6 +3,8 @@ events the full parse gives, and the cache stays within its bounds."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -87,9 +89,16 @@ def test_cache_is_bounded_by_count_and_bytes() -> None:
     for i in range(10):
         answer(table, register(user=f"u{i}"), i + 1, 100.0)
     assert table.statistics()["summaries"] == 3
-    table = RegistrationTable(summary_cache_bytes=3000)
+    # one RFC 8599 Contact: a compact entry (the device, ~250 bytes)
+    table = RegistrationTable(summary_cache_bytes=600)
     for i in range(10):
         answer(table, register(user=f"u{i}"), i + 1, 100.0)
+    stats = table.statistics()
+    assert stats["summaries"] == 2 and stats["summaries_bytes"] == 500
+    # no push target: the whole summary (~2 KB) is kept
+    table = RegistrationTable(summary_cache_bytes=3000)
+    for i in range(10):
+        answer(table, register(user=f"u{i}", contact_params="transport=udp"), i + 1, 100.0)
     stats = table.statistics()
     assert 1 <= stats["summaries"] < 3 and 0 < stats["summaries_bytes"] <= 3000
     off = RegistrationTable(summary_cache=0)
@@ -157,12 +166,12 @@ def test_cached_answers_match_a_fresh_parse_for_every_refresh() -> None:
     assert sip.parse_message(register()).method == "REGISTER"
 
 
-def test_a_storm_of_new_phones_pauses_the_cache_then_it_is_tried_again(
+def test_a_storm_of_new_phones_samples_the_cache_until_refreshes_hit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(registrations, "SUMMARY_PROBE", 10)
-    monkeypatch.setattr(registrations, "SUMMARY_PAUSE", 20)
     cached, parsed = RegistrationTable(), RegistrationTable(summary_cache=0)
+    cached._random = random.Random(7).random  # a fixed sample: the counts below are exact
     number = 0
 
     def both(payload: bytes) -> None:
@@ -172,12 +181,31 @@ def test_a_storm_of_new_phones_pauses_the_cache_then_it_is_tried_again(
 
     for i in range(10):  # ten new phones: no refresh among them
         both(register(user=f"new{i}"))
-    for _ in range(20):  # paused: parsed, not looked up
+    taken = 0
+    while cached.statistics()["summary_hits"] < 10 and taken < 1000:
+        both(register(user="new9"))  # sampling: about 1 in 4 looked up
+        taken += 1
+    assert taken > 20
+    for _ in range(10):  # the sample hit: every refresh is looked up again
         both(register(user="new9"))
-    assert cached.statistics()["summary_hits"] == 0
-    for _ in range(10):  # tried again: new9's summary is still cached
-        both(register(user="new9"))
-    assert cached.statistics()["summary_hits"] == 10
+    assert cached.statistics()["summary_hits"] == 20
+
+
+def test_phones_seen_for_the_first_time_are_cached_within_a_few_refreshes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first round looks like a storm of new phones; their refreshes still hit."""
+    monkeypatch.setattr(registrations, "SUMMARY_PROBE", 100)
+    table = RegistrationTable()
+    table._random = random.Random(3).random
+    phones, number, hits = 2_000, 0, []
+    for _ in range(4):
+        before = table.statistics()["summary_hits"]
+        for i in range(phones):
+            number += 1
+            answer(table, register(user=f"u{i}"), number, 1.0)
+        hits.append(table.statistics()["summary_hits"] - before)
+    assert hits[0] < phones // 2 and hits[-1] == phones, hits
 
 
 def test_devices_with_equal_extras_share_one_mapping() -> None:
@@ -189,3 +217,46 @@ def test_devices_with_equal_extras_share_one_mapping() -> None:
     assert a.devices[0].extra == {"source": "rfc8599", "team_id": "TEAM1"}
     assert a.devices[0].extra is b.devices[0].extra
     assert a.devices[0].user_agent is b.devices[0].user_agent
+
+
+def test_a_population_larger_than_the_old_cache_is_answered_from_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """20,000 phones refreshing (more than the 16,384 full summaries the cache once held)."""
+    monkeypatch.setattr(registrations, "SUMMARY_PROBE", 10**9)  # sampling is tested above
+    cached, parsed = RegistrationTable(), RegistrationTable(summary_cache=0)
+    phones = 20_000
+    number = 0
+    for rnd in range(2):
+        for i in range(phones):
+            number += 1
+            payload = register(user=f"u{i}", call_id=f"c{i}", cseq=f"{rnd + 1} REGISTER",
+                               contact_params=f"pn-provider=apns;pn-prid={i:064x};pn-param=T.b.voip")  # fmt: skip
+            got = answer(cached, payload, number, float(rnd))
+            if i % 97 == 0:  # a sample against a fresh parse (the property test checks all)
+                assert got == answer(parsed, payload, number, float(rnd))
+    stats = cached.statistics()
+    assert stats["summary_hits"] == phones and stats["summaries"] == phones
+    assert stats["summaries_bytes"] <= registrations.DEFAULT_SUMMARY_CACHE_BYTES
+
+
+def test_a_device_from_the_user_agents_mapping_follows_the_mapping() -> None:
+    """Such a target depends on the mapping, not only on the REGISTER: never compacted."""
+    rule = {"regex": "^MyApp", "properties": {"Token-App": "x-app", "Token-Type": "x-type",
+                                              "Token-ID": "x-tok"}}  # fmt: skip
+    payload = register(user_agent="MyApp", contact_params="x-app=com.a;x-type=fcm;x-tok=t1")
+    legacy = register(user_agent="MyApp", contact_params="app-id=com.a;pn-type=apple;pn-tok=t2")
+    table = RegistrationTable()
+    for number, mapping in enumerate([{"m": rule}, {"m": rule}, {}, {"m": rule}], start=1):
+        table.apply_register(payload, "k", number, 1.0, {})
+        (event,) = table.apply_response("k", number, 200, 1.0, mapping)
+        assert isinstance(event, Registered)
+        assert [d.token for d in event.devices] == (["t1"] if mapping else [])
+    assert table.statistics()["summary_hits"] == 3
+    # a legacy pn-type/pn-tok target does not depend on the mapping: compact, same events
+    cached, parsed = RegistrationTable(), RegistrationTable(summary_cache=0)
+    for number in range(5, 9):
+        assert answer(cached, legacy, number, float(number)) == answer(
+            parsed, legacy, number, float(number)
+        )
+    assert cached.statistics()["summaries_bytes"] == registrations._SINGLE_OVERHEAD
