@@ -372,9 +372,10 @@ async def register_storm(
                 proc.stop()
             cpu1 = (cpu_seconds([rig.sidecar.proc.pid]), cpu_seconds(kam_pids), time.monotonic())
             wall = cpu1[2] - cpu0[2]
-            kam_after = kamailio_stats(rig)
-            # let the sniffer drain and the store catch up
+            # let the sniffer drain and the store catch up; Kamailio's counters are read after
+            # the same pause, so a copy mirrored late (a retransmission's) is on both sides
             await trio.sleep(1.0)
+            kam_after = kamailio_stats(rig)
             after = await rig.status()
             ok = sum(r[0] for r in results)
             failed = sum(r[1] for r in results)
