@@ -1,4 +1,4 @@
-"""Web Push and proxy figures (issue 13): what encryption and the proxy cost per push.
+"""Web Push and proxy figures: what encryption and the proxy cost per push.
 
 Three measurements, each bounded in count and time:
 
