@@ -62,9 +62,13 @@ class World:
 
         return await trio.to_thread.run_sync(get)
 
-    async def device(self, aor: str) -> None:
+    async def device(self, aor: str, **want: Any) -> dict[str, Any]:
+        """The first record of `aor` whose fields equal `want`, once the sniffer stored it."""
         with trio.fail_after(5):
-            while not (await self.admin.call("devices.list", {"aor": aor}))["devices"]:  # noqa: ASYNC110
+            while True:
+                for d in (await self.admin.call("devices.list", {"aor": aor}))["devices"]:
+                    if all(d.get(k) == v for k, v in want.items()):
+                        return dict(d)
                 await trio.sleep(0.005)
 
 
@@ -81,7 +85,9 @@ def android(user: str) -> tuple[Phone, str]:
 
 
 @asynccontextmanager
-async def observed_sidecar(folder: Path, **config: Any) -> AsyncIterator[World]:
+async def observed_sidecar(
+    folder: Path, *, wait_timeout: float = 5, **config: Any
+) -> AsyncIterator[World]:
     """The sidecar (app.run, real providers) with /metrics on 127.0.0.1, and both stand-ins."""
     authority = Authority()
     ca_file = authority.write_ca(folder / "ca.pem")
@@ -96,7 +102,7 @@ async def observed_sidecar(folder: Path, **config: Any) -> AsyncIterator[World]:
     apns = FakeApns(authority=authority, topics={BUNDLE}, on_delivered=delivered)
     fcm = FakeFcm(authority=authority, on_delivered=delivered)
     cfg = attrs.evolve(
-        local_config(folder, tcp="", wait_timeout=5, ca_file=ca_file),
+        local_config(folder, tcp="", wait_timeout=wait_timeout, ca_file=ca_file),
         metrics=MetricsConfig(listen="127.0.0.1:0"),
         **config,
     )

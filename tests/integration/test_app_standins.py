@@ -1,113 +1,26 @@
-"""The real service with the real provider pools against the HTTP/2 + TLS stand-ins of load/."""
+"""The real service with the real provider pools against the packaged HTTP/2 + TLS stand-ins."""
 
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
-from pusher_trio.app import Running, run
 from pusher_trio.control import jsonrpc
-from pusher_trio.control.client import ControlClient, open_control
-from pusher_trio.demo import Mirror, Phone, local_config
-from pusher_trio.model import App
-from pusher_trio.providers import load_apple_cert, load_service_account
-from pusher_trio.standins.certs import Authority
+from pusher_trio.control.client import open_control
 from pusher_trio.standins.common import Answer, Stall
-from pusher_trio.standins.fake_apns import FakeApns
-from pusher_trio.standins.fake_fcm import FakeFcm
-from pusher_trio.store import unstructure_app
 
-BUNDLE = "org.example.phone"
-TEAM = "TEAM123456"
-PROJECT = "phone-project"
-
-
-@attrs.define
-class World:
-    running: Running
-    apns: FakeApns
-    fcm: FakeFcm
-    admin: ControlClient
-    mirror: Mirror
-    wake: dict[str, Phone] = attrs.field(factory=dict)  # token -> phone that registers on push
-
-    async def device(self, aor: str, **want: Any) -> dict[str, Any]:
-        with trio.fail_after(3):
-            while True:
-                for d in (await self.admin.call("devices.list", {"aor": aor}))["devices"]:
-                    if all(d.get(k) == v for k, v in want.items()):
-                        return dict(d)
-                await trio.sleep(0.005)
-
-
-def ios(user: str) -> tuple[Phone, str]:
-    token = secrets.token_hex(32)
-    params = f"pn-provider=apns;pn-prid={token};pn-param={TEAM}.{BUNDLE}.voip"
-    return Phone("iOS", user, "198.51.100.7", 50600, params, "TestPhone/1.0"), token
-
-
-def android(user: str) -> tuple[Phone, str]:
-    token = "fcm:" + secrets.token_urlsafe(100)
-    params = f"pn-provider=fcm;pn-prid={token};pn-param={PROJECT}"
-    return Phone("Android", user, "198.51.100.8", 50601, params, "TestPhone/1.0"), token
+from .observability import BUNDLE, World, android, ios, observed_sidecar
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    authority = Authority()
-    ca_file = authority.write_ca(tmp_path / "ca.pem")
-    wake: dict[str, Phone] = {}
-    holder: dict[str, Mirror] = {}
-
-    def delivered(token: str, headers: Any, payload: Any) -> None:
-        phone = wake.get(token)
-        if phone is not None:
-            holder["mirror"].send(phone, phone.register(600))
-
-    apns = FakeApns(authority=authority, topics={BUNDLE}, on_delivered=delivered)
-    fcm = FakeFcm(authority=authority, on_delivered=delivered)
-    config = local_config(tmp_path, tcp="", wait_timeout=3, ca_file=ca_file)
-    async with trio.open_nursery() as nursery:
-        apns_port = await nursery.start(apns.serve)
-        await nursery.start(fcm.serve)
-        stopped = trio.Event()
-
-        async def sidecar(*, task_status: trio.TaskStatus[Running]) -> None:
-            try:
-                await run(config, task_status=task_status, handle_signals=False)
-            finally:
-                stopped.set()
-
-        running: Running = await nursery.start(sidecar)
-        assert running.control_socket is not None
-        auth, _ = load_apple_cert(apns.client_pem(BUNDLE), time.time())
-        apple = App(BUNDLE, "apple", auth, host=f"127.0.0.1:{apns_port}", push_type="voip")
-        account = fcm.new_service_account(PROJECT)
-        firebase = App(
-            "org.example.android",
-            "firebase",
-            load_service_account(json.dumps(account), base_url=fcm.base_url),
-        )
-        async with open_control(running.control_socket) as admin:
-            for app in (apple, firebase):
-                await admin.call("apps.add", {"app": unstructure_app(app)})
-            mirror = holder["mirror"] = Mirror(running.sniffer[0])
-            try:
-                yield World(running, apns, fcm, admin, mirror, wake)
-            finally:
-                mirror.close()
-            running.shutdown()
-            with trio.move_on_after(5):
-                await stopped.wait()
-            nursery.cancel_scope.cancel()
+    async with observed_sidecar(tmp_path, wait_timeout=3) as world:
+        yield world
 
 
 @pytest.mark.parametrize("make", [ios, android], ids=["apns", "fcm"])
