@@ -1,25 +1,23 @@
 """The only HTTP/2 I/O of pusher-trio: persistent TLS connections to APNs and FCM.
 
-Why `h2` directly and not httpcore: both speak HTTP/2 through the same sans-IO
-`h2` state machine, but httpcore's pool costs ~10 scheduler rounds and ~27 lock
-operations per request. Measured on one connection with 100 streams in flight
-against a local nginx: httpcore + trio 1.2k pushes/s, aioapns (asyncio) 3.4-3.8k/s,
-a lean trio client on `h2` 4.3k/s, and 7.0k/s once it decrypts every TLS record
-already buffered per wake-up. trio's `SSLStream.receive_some` returns one TLS record
-per call (one scheduler round each), so TLS is done here with `ssl.MemoryBIO` +
-`SSLObject` over a plain trio TCP stream: one `receive_some` of raw bytes, then every
-complete record is decrypted and handed to `h2` at once. Header validation is
-switched off (our requests are built by `apns.py`/`fcm.py` and well formed; the checks
-cost ~30 % of the send path), hpack's encoder and decoder are replaced by `_hpack.py`
-(a stateless encoder whose field encodings are cached, a decoder that caches Huffman
-strings: hpack was the largest single cost), and h2's O(open streams) stream count is
-replaced by ours. With all that, `load/bench_push.py` measured on this 2-CPU machine
-9.6k-14k pushes/s against aioapns' 4.0k-6.2k/s in the same runs (2.1-2.4x per CPU
-second). httpcore is still used for the low-rate OAuth token exchange (`oauth.py`).
+Why not httpcore: its pool costs ~10 scheduler rounds and ~27 lock operations per
+request. Measured on one connection with 100 streams in flight against a local nginx:
+httpcore + trio 1.2k pushes/s, aioapns (asyncio) 3.4-3.8k/s, a lean trio client on
+`h2` 4.3k/s, and 7.0k/s once it decrypts every TLS record already buffered per
+wake-up. trio's `SSLStream.receive_some` returns one TLS record per call (one scheduler
+round each), so TLS is done here with `ssl.MemoryBIO` + `SSLObject` over a plain trio
+TCP stream: one `receive_some` of raw bytes, then every complete record is decrypted
+and parsed at once. The framing is `h2wire.py` (our sans-IO client side of RFC 9113),
+which replaced `h2.connection.H2Connection` when h2's per-stream state machines and
+per-frame objects were 30 % of the sidecar's CPU per push through the service
+(`load.bench_service`); h2 remains the strict peer its tests talk to. HPACK is
+`_hpack.py`: a stateless encoder whose field encodings are cached, and hpack's decoder
+with cached Huffman strings. httpcore is still used for the low-rate OAuth token
+exchange (`oauth.py`).
 
 Shape (trio-websocket / hypercorn style): per connection one reader task (the only
 one that receives), one writer task (the only one that sends: requests only change
-the `h2` state and wake it, so a caller's cancellation can never tear a TLS record
+the framing state and wake it, so a caller's cancellation can never tear a TLS record
 half-written; this is the "writes under a lock" rule with the lock held by one task)
 and a pinger. `Pool` keeps one connection per origin and credential and opens another
 only when every open one has reached the server's SETTINGS_MAX_CONCURRENT_STREAMS
@@ -55,14 +53,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import attrs
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 import trio
 
+from . import h2wire
 from ._hpack import CachingDecoder, StatelessEncoder
 from .http import HttpRequest, HttpResponse
 from .proxy import Proxy, Tunnel, TunnelError
@@ -117,15 +110,15 @@ class ConnectionLost(TransportError):
 
 
 class StreamReset(TransportError):
-    """The server reset this one stream (RST_STREAM)."""
+    """This one stream was reset (RST_STREAM): by the server, or by us over its answer."""
 
-    def __init__(self, error_code: int) -> None:
+    def __init__(self, error_code: int, by_peer: bool = True) -> None:
         self.error_code = error_code
-        try:
-            name = h2.errors.ErrorCodes(error_code).name
-        except ValueError:
-            name = str(error_code)
-        super().__init__(f"stream reset by the server: {name}")
+        name = h2wire.error_name(error_code)
+        if by_peer:
+            super().__init__(f"stream reset by the server: {name}")
+        else:
+            super().__init__(f"stream reset: the server's answer broke HTTP/2 ({name})")
 
 
 # OpenSSL reasons that mean "this certificate is not acceptable", not a network hiccup.
@@ -204,17 +197,6 @@ class _Stream:
         self.error: BaseException | None = None
 
 
-def _h2_config() -> h2.config.H2Configuration:
-    return h2.config.H2Configuration(
-        client_side=True,
-        header_encoding=None,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-        validate_inbound_headers=False,
-        normalize_inbound_headers=False,
-    )
-
-
 def goaway_reason(debug_data: bytes | None) -> str:
     """Apple puts `{"reason": ...}` in the GOAWAY debug data; others put text or nothing."""
     if not debug_data:
@@ -226,45 +208,6 @@ def goaway_reason(debug_data: bytes | None) -> str:
     if isinstance(data, dict) and "reason" in data:
         return str(data["reason"])
     return debug_data[:200].decode(errors="replace")
-
-
-class _H2Client(h2.connection.H2Connection):
-    """h2's client connection, with GOAWAY handled per RFC 9113 §6.8 and an O(1) stream count.
-
-    h2 walks every stream to count the open ones each time a stream starts (O(n) per
-    request, 8 % of the send path with 100 in flight). The owning `Connection` already
-    bounds its streams by the server's limit, so the count it keeps is used instead and
-    h2's walk (which also forgets closed streams) runs only every 64 streams.
-    """
-
-    SWEEP_EVERY = 64
-
-    def __init__(self, streams: dict[int, Any]) -> None:
-        super().__init__(config=_h2_config())
-        self._our_streams = streams
-        self._since_sweep = 0
-
-    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        """RFC 9113 §6.8: after GOAWAY the streams up to last_stream_id still complete.
-
-        h2 closes its state machine on GOAWAY and refuses every later frame, even the
-        answers the server sends right after it in the same read (nginx and APNs do),
-        and drops what we had queued. Keep the connection open for those streams and
-        keep the queue; `Connection` starts no new stream once it has seen GOAWAY.
-        """
-        pending = bytes(self._data_to_send)
-        frames, events = super()._receive_goaway_frame(frame)
-        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        self._data_to_send = bytearray(pending) + self._data_to_send
-        return frames, events
-
-    @property
-    def open_outbound_streams(self) -> int:
-        self._since_sweep += 1
-        if self._since_sweep >= self.SWEEP_EVERY:
-            self._since_sweep = 0
-            return int(self._open_streams(1))
-        return len(self._our_streams)
 
 
 class Connection:
@@ -292,10 +235,7 @@ class Connection:
         self._on_change = on_change
         self._last_used = 0.0  # a request started or ended (idle closing counts from here)
         self._streams: dict[int, _Stream] = {}
-        self._h2 = _H2Client(self._streams)
-        self._h2.encoder = StatelessEncoder()  # type: ignore[assignment]
-        self._h2.decoder = CachingDecoder()
-        self._h2.decoder.max_header_list_size = self._h2.DEFAULT_MAX_HEADER_LIST_SIZE
+        self._h2 = h2wire.ClientConnection(StatelessEncoder(), CachingDecoder())
         self._authority = origin.authority.encode()
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -333,8 +273,7 @@ class Connection:
 
     @property
     def capacity(self) -> int:
-        remote = self._h2.remote_settings.max_concurrent_streams
-        return min(int(remote), OWN_STREAM_LIMIT)
+        return min(self._h2.max_concurrent_streams, OWN_STREAM_LIMIT)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -380,10 +319,7 @@ class Connection:
         for stream in list(self._streams.values()):
             await stream.done.wait()
         if not self.dead:
-            try:
-                self._h2.close_connection()
-            except h2.exceptions.ProtocolError:
-                pass
+            self._h2.close()
             self._kick()
             with trio.move_on_after(1.0):
                 await self._closed_sent.wait()
@@ -408,14 +344,7 @@ class Connection:
                 )
                 failure.no_h2 = True
                 raise failure
-            self._h2.local_settings = h2.settings.Settings(
-                client=True,
-                initial_values={
-                    h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
-                },
-            )
-            self._h2.initiate_connection()
+            self._h2.initiate()
             await self._send_pending()
             # Wait for the server's SETTINGS: its stream limit decides how many we may open.
             # (With TLS 1.3 a refused client certificate shows up here, as an alert.)
@@ -504,18 +433,14 @@ class Connection:
             if request.body:
                 headers.append((b"content-length", str(len(request.body)).encode()))
             try:
-                stream_id = self._h2.get_next_available_stream_id()
-            except h2.exceptions.NoAvailableStreamIDError:
+                stream_id = self._h2.send_headers(headers, end_stream=not request.body)
+            except h2wire.NoStreamIds:
                 # 2^31 streams used up (days at full rate): retire it, use a new one.
                 self.goaway = True
                 self._changed()
                 raise _Replay from None
-            try:
-                self._h2.send_headers(stream_id, headers, end_stream=not request.body)
-            except h2.exceptions.TooManyStreamsError:
+            except h2wire.TooManyStreams:
                 raise _Replay from None
-            except h2.exceptions.ProtocolError as error:
-                raise ConnectionLost(f"{self.origin.authority}: {error}") from error
             stream = _Stream(trio.current_time())
             if self._owed_since is None:
                 self._owed_since = stream.sent_at
@@ -544,22 +469,18 @@ class Connection:
         while sent < len(body):
             if self.dead:
                 raise ConnectionLost(f"connection to {self.origin.authority} lost")
-            window = min(
-                self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
-            )
-            size = min(window, len(body) - sent)
+            try:
+                size = min(self._h2.window(stream_id), len(body) - sent)
+                if size > 0:
+                    end = sent + size
+                    self._h2.send_data(stream_id, body[sent:end], end_stream=end == len(body))
+            except h2wire.StreamClosed:
+                # The server reset or answered the stream meanwhile: its answer (if any) wins.
+                return
             if size <= 0:
                 self._kick()
                 await self._wait_change()
                 continue
-            end = sent + size
-            try:
-                self._h2.send_data(stream_id, body[sent:end], end_stream=end == len(body))
-            except h2.exceptions.ProtocolError as error:
-                # The server reset or closed the stream meanwhile: its answer (if any) wins.
-                if isinstance(error, h2.exceptions.StreamClosedError):
-                    return
-                raise ConnectionLost(f"{self.origin.authority}: {error}") from error
             sent = end
         self._kick()
 
@@ -575,8 +496,8 @@ class Connection:
             self._probe_wanted.set()
             self._changed()
         try:
-            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self._h2.reset_stream(stream_id, h2wire.CANCEL)
+        except h2wire.StreamClosed:
             return
         self._kick()
 
@@ -619,7 +540,7 @@ class Connection:
                 raise ConnectionLost(f"receiving from {self.origin.authority}: {error}") from error
             if not alive:
                 raise ConnectionLost(f"{self.origin.authority} closed the connection")
-            if self._h2._data_to_send or self._outgoing.pending:
+            if self._h2.has_data_to_send or self._outgoing.pending:
                 self._kick()
             if self.goaway and not self._streams:
                 # Every stream the server kept has finished: nothing more will come.
@@ -689,7 +610,7 @@ class Connection:
             return
 
     async def _receive(self) -> bool:
-        """Read once from the socket, decrypt every complete TLS record, feed h2."""
+        """Read once from the socket, decrypt every complete TLS record, parse its frames."""
         assert self._sock is not None
         data = await self._sock.receive_some(RECV_SIZE)
         if not data:
@@ -712,8 +633,11 @@ class Connection:
             chunks.append(chunk)
         if chunks:
             try:
-                events = self._h2.receive_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-            except h2.exceptions.ProtocolError as error:
+                events = self._h2.receive(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except h2wire.ProtocolError as error:
+                # Tell the server why (the GOAWAY is queued), then drop the connection.
+                with trio.move_on_after(1.0):
+                    await self._send_pending()
                 raise ConnectionLost(
                     f"HTTP/2 error from {self.origin.authority}: {error}"
                 ) from error
@@ -722,10 +646,10 @@ class Connection:
         self._owed_since = self._last_received if self._streams else None
         return alive
 
-    def _handle(self, events: Iterable[h2.events.Event]) -> None:
+    def _handle(self, events: Iterable[h2wire.Event]) -> None:
         streams = self._streams
         for event in events:
-            if isinstance(event, h2.events.ResponseReceived):
+            if isinstance(event, h2wire.ResponseReceived):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     status = 0
@@ -737,48 +661,40 @@ class Connection:
                             decoded.append((name.decode("latin-1"), value.decode("latin-1")))
                     stream.status = status
                     stream.headers = tuple(decoded)
-            elif isinstance(event, h2.events.DataReceived):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body += event.data
-                if event.flow_controlled_length:
-                    try:
-                        self._h2.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
-                    except h2.exceptions.StreamClosedError:
-                        pass
-            elif isinstance(event, h2.events.StreamEnded):
+            elif isinstance(event, h2wire.StreamEnded):
                 self.responses += 1
                 stream = streams.pop(event.stream_id, None)
                 if stream is not None:
                     stream.done.set()
-            elif isinstance(event, h2.events.StreamReset):
+            elif isinstance(event, h2wire.DataReceived):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body += event.data
+            elif isinstance(event, h2wire.StreamReset):
                 stream = streams.pop(event.stream_id, None)
                 if stream is not None:
-                    if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                    if event.by_peer and event.error_code == h2wire.REFUSED_STREAM:
                         stream.error = _Replay()
                     else:
-                        stream.error = StreamReset(int(event.error_code))
+                        stream.error = StreamReset(event.error_code, event.by_peer)
                     stream.done.set()
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif isinstance(event, h2wire.GoAway):
                 self._on_goaway(event)
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
+            elif isinstance(event, h2wire.SettingsChanged):
                 self._settings_seen = True
                 self._changed()
-            elif isinstance(event, h2.events.WindowUpdated):
+            elif isinstance(event, h2wire.WindowUpdated):
                 self._changed()
-            elif isinstance(event, h2.events.PingAckReceived):
+            elif isinstance(event, h2wire.PingAcknowledged):
                 self._ping_acked.set()
 
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        last = event.last_stream_id if event.last_stream_id is not None else 0
-        reason = goaway_reason(event.additional_data)
-        code = event.error_code
+    def _on_goaway(self, event: h2wire.GoAway) -> None:
+        last = event.last_stream_id
+        reason = goaway_reason(event.debug_data)
         log.warning(
             "GOAWAY from %s: code=%s last_stream_id=%s reason=%s open_streams=%d",
             self.origin.authority,
-            getattr(code, "name", code),
+            h2wire.error_name(event.error_code),
             last,
             reason or "-",
             len(self._streams),
@@ -788,8 +704,8 @@ class Connection:
             stream = self._streams.pop(stream_id)
             stream.error = _Replay()
             stream.done.set()
-        # The streams at or below last_stream_id go on (see _H2Client); none starts here
-        # any more (`usable` is False from now on).
+        # The streams at or below last_stream_id go on; none starts here any more
+        # (`usable` is False from now on).
         self._changed()
 
     def statistics(self) -> dict[str, int]:

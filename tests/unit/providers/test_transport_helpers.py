@@ -42,33 +42,3 @@ def test_tls_refused_recognises_certificate_errors() -> None:
 def test_outcome_names() -> None:
     assert outcome_name(Delivered()) == "delivered"
     assert outcome_name(RetryLater("x")) == "retry_later"
-
-
-def test_answers_after_goaway_in_the_same_read_are_accepted() -> None:
-    """RFC 9113 §6.8; nginx sends GOAWAY and then the answers to the streams it kept."""
-    import h2.config
-    import h2.connection
-    import h2.events
-
-    from pusher_trio.providers.transport import _H2Client
-
-    client = _H2Client({})
-    server = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=False, header_encoding=None)
-    )
-    client.initiate_connection()
-    server.initiate_connection()
-    server.receive_data(client.data_to_send())
-    client.receive_data(server.data_to_send())
-    request = [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/")]
-    client.send_headers(1, request, end_stream=True)
-    client.send_headers(3, request, end_stream=True)
-    server.receive_data(client.data_to_send())
-    server.close_connection(last_stream_id=1)
-    server.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
-    server.send_headers(1, [(":status", "200")], end_stream=True)
-    events = client.receive_data(server.data_to_send())
-    kinds = [type(e) for e in events]
-    assert h2.events.ConnectionTerminated in kinds
-    ended = [e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)]
-    assert ended == [1]
