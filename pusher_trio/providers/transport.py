@@ -635,9 +635,16 @@ class Connection:
             try:
                 events = self._h2.receive(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             except h2wire.ProtocolError as error:
-                # Tell the server why (the GOAWAY is queued), then drop the connection.
+                # Tell the server why (the GOAWAY is queued; the writer sends it), then
+                # drop the connection.
                 with trio.move_on_after(1.0):
-                    await self._send_pending()
+                    if self._scope is None:  # still connecting: no writer task yet
+                        await self._send_pending()
+                    else:
+                        self.closing = True
+                        self._changed()
+                        self._kick()
+                        await self._closed_sent.wait()
                 raise ConnectionLost(
                     f"HTTP/2 error from {self.origin.authority}: {error}"
                 ) from error

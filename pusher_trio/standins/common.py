@@ -25,6 +25,7 @@ request the way Apple or Google would and returns a `Reply`. Around it this modu
       server.script(Stall(), token=tok)                               # never answers
       server.script(Drop())                                           # closes the TCP connection
       server.script(Freeze())                                         # connection goes silent
+      server.script(Garble(raw_frame_bytes))                          # breaks HTTP/2 on purpose
       server.script(GoAway("Shutdown"))                               # GOAWAY before this stream
       server.goaway_after(20, reason="Shutdown")                      # GOAWAY at the 20th stream
 
@@ -106,13 +107,21 @@ class GoAway:
 
 
 @attrs.frozen
+class Garble:
+    """Write these raw bytes on the connection instead of an answer (a server breaking
+    HTTP/2, e.g. a PUSH_PROMISE the client refused); the connection is then dead to us."""
+
+    data: bytes
+
+
+@attrs.frozen
 class Delay:
     """Wait, then process the request normally."""
 
     seconds: float
 
 
-Action = Answer | Reset | Stall | Drop | Freeze | GoAway | Delay
+Action = Answer | Reset | Stall | Drop | Freeze | GoAway | Delay | Garble
 
 
 @attrs.define
@@ -222,6 +231,7 @@ class StandIn:
         self.open_connections = 0
         self.goaways = 0
         self.client_goaways = 0  # GOAWAY frames received from clients (a clean close)
+        self.client_goaway_codes: list[int] = []  # their error codes, in order
 
     # --- configuration -----------------------------------------------------------------
 
@@ -459,6 +469,7 @@ class _ServerConnection:
             self.pending.pop(event.stream_id, None)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.server.client_goaways += 1
+            self.server.client_goaway_codes.append(int(event.error_code))
 
     def _dispatch(
         self,
@@ -540,6 +551,11 @@ class _ServerConnection:
             server._record(request, token, "freeze")
             self.frozen.set()
             await trio.sleep_forever()
+        if isinstance(action, Garble):
+            server._record(request, token, "garble")
+            async with self.lock:
+                await self.stream.send_all(action.data)
+            return
         if isinstance(action, Drop):
             server._record(request, token, "drop")
             await trio.aclose_forcefully(self.stream)

@@ -7,7 +7,8 @@ import trio
 
 from pusher_trio.model import AuthFailed, Delivered, PushMessage
 from pusher_trio.providers import Providers
-from pusher_trio.standins.fake_apns import FakeApns, Freeze
+from pusher_trio.providers import h2wire
+from pusher_trio.standins.fake_apns import FakeApns, Freeze, Garble
 from tests.integration.conftest_providers import (
     apple_device,
     apple_token,
@@ -54,6 +55,26 @@ async def test_silent_peer_is_detected_by_ping_and_the_push_retried(nursery: tri
     assert isinstance(outcome, Delivered)
     assert [r.outcome for r in server.received] == ["freeze", "200"]
     assert server.connections == 2
+
+
+async def test_a_server_breaking_http2_is_told_why_and_the_push_goes_on_anew(
+    nursery: trio.Nursery,
+) -> None:
+    server = FakeApns()
+    with trio.fail_after(10):
+        await nursery.start(server.serve)
+        broken = apple_token()
+        # A PUSH_PROMISE: our SETTINGS said no server push before anything else was sent.
+        promise = h2wire.frame(h2wire.PUSH_PROMISE, h2wire.END_HEADERS, 1, b"\0\0\0\2\x88")
+        server.script(Garble(promise), token=broken)
+        async with Providers(ca_file=server.ca_file, retry_base=0.05) as providers:
+            app = cert_app(server)
+            outcome = await providers.send(app, apple_device(broken), MESSAGE, expires_at=expires())
+            await server.wait_open_connections(1)
+    assert isinstance(outcome, Delivered)
+    assert [r.outcome for r in server.received] == ["garble", "200"]
+    assert server.connections == 2
+    assert server.client_goaway_codes[0] == h2wire.PROTOCOL_ERROR
 
 
 async def test_more_connections_only_when_the_stream_limit_is_reached(
