@@ -6,8 +6,7 @@ import attrs
 import trio
 
 from pusher_trio.model import AuthFailed, Delivered, PushMessage
-from pusher_trio.providers import Providers
-from pusher_trio.providers import h2wire
+from pusher_trio.providers import Providers, h2wire
 from pusher_trio.standins.fake_apns import FakeApns, Freeze, Garble
 from tests.integration.conftest_providers import (
     apple_device,
