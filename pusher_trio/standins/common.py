@@ -469,7 +469,7 @@ class _ServerConnection:
             self.pending.pop(event.stream_id, None)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.server.client_goaways += 1
-            self.server.client_goaway_codes.append(int(event.error_code))
+            self.server.client_goaway_codes.append(int(event.error_code or 0))
 
     def _dispatch(
         self,
