@@ -128,6 +128,12 @@ DeviceKey = tuple[str, str]  # (aor, device_id)
 _Records = Device | dict[str, Device]
 
 
+# Swaps a field of a Device for an *equal* string object (see MemoryStore._set): no
+# reader can tell, and the Device stays the one the caller (and the registrations'
+# summary cache) holds, instead of a copy.
+_adopt = object.__setattr__
+
+
 def _records(value: _Records | None) -> dict[str, Device]:
     """The records of one AOR as a (possibly new, read-only) dict by device_id."""
     if value is None:
@@ -153,9 +159,11 @@ class MemoryStore:
         self._config: dict[str, Any] = {}
         self._refresh_interval = refresh_interval
         # last_registered as last written, where it differs from the record's own (a
-        # refresh kept in memory only); absent: the record is as written. Most records
-        # have no entry, so a large store costs nothing here.
-        self._written_at: dict[DeviceKey, float] = {}
+        # refresh kept in memory only); absent: the record is as written. Phones that
+        # refresh more often than the interval all have an entry, so it is keyed by the
+        # AOR string the records already hold while the AOR has one record (~65 bytes an
+        # entry), by (aor, device_id) while it has several: see _written_key.
+        self._written_at: dict[str | DeviceKey, float] = {}
         self._stats = {"device_writes_skipped": 0}
 
     # --- persistence hooks (no-ops in memory) ---------------------------------------
@@ -186,17 +194,86 @@ class MemoryStore:
         return _records(value).get(device_id)
 
     def _set(self, device: Device) -> None:
-        """Create or replace one record (with the lock held)."""
-        value = self._devices.get(device.aor)
-        if value is None or (type(value) is Device and value.device_id == device.device_id):
-            self._devices[device.aor] = device
+        """Create or replace one record (with the lock held).
+
+        A dict keeps the key object it was first given: a replacing Device (a refresh,
+        parsed anew) takes that AOR string (and, in a multi-device AOR, that device id)
+        instead of keeping an equal copy alive next to it, ~75 bytes per refreshed record.
+        """
+        devices = self._devices
+        value = devices.get(device.aor)
+        if value is None:
+            devices[device.aor] = device
         elif type(value) is Device:
-            self._devices[device.aor] = {value.device_id: value, device.device_id: device}
+            if value.aor is not device.aor:
+                _adopt(device, "aor", value.aor)
+            if value.device_id == device.device_id:
+                devices[device.aor] = device
+            else:
+                devices[device.aor] = {value.device_id: value, device.device_id: device}
+                self._rekey_written(value)
         else:
-            value[device.device_id] = device  # type: ignore[index]
+            by_id: dict[str, Device] = value  # type: ignore[assignment]
+            first = next(iter(by_id.values()))
+            if first.aor is not device.aor:
+                _adopt(device, "aor", first.aor)
+            old = by_id.get(device.device_id)
+            if old is not None and old.device_id is not device.device_id:
+                if device.token is device.device_id:
+                    _adopt(device, "token", old.device_id)
+                _adopt(device, "device_id", old.device_id)
+            by_id[device.device_id] = device
 
     def device_count(self) -> int:
         return self._count
+
+    # --- refresh times kept in memory only (_written_at) -----------------------------
+    def _written_key(self, aor: str, device_id: str) -> str | DeviceKey:
+        """The key of a record's entry: the AOR alone while it holds one record."""
+        return aor if type(self._devices.get(aor)) is Device else (aor, device_id)
+
+    def _rekey_written(self, before: _Records) -> None:
+        """The records of one AOR changed shape (one record <-> several): move its entry.
+
+        `before` is the AOR's value before the change; call after it, lock held.
+        """
+        written = self._written_at
+        if not written:
+            return
+        if type(before) is Device:
+            aor = before.aor
+            if type(self._devices.get(aor)) is not Device:
+                at = written.pop(aor, None)
+                if at is not None:
+                    written[(aor, before.device_id)] = at
+            return
+        by_id: dict[str, Device] = before  # type: ignore[assignment]
+        if not by_id:
+            return
+        aor = next(iter(by_id.values())).aor
+        after = self._devices.get(aor)
+        if type(after) is Device:
+            at = written.pop((aor, after.device_id), None)
+            if at is not None:
+                written[after.aor] = at
+
+    def _drop_written(self, aor: str, device_ids: Iterable[str]) -> None:
+        """Forget the entries of records about to go (before `_devices` changes)."""
+        written = self._written_at
+        if written:
+            for device_id in device_ids:
+                written.pop(self._written_key(aor, device_id), None)
+
+    def _unwritten(self) -> list[DeviceKey]:
+        """The records with a refresh kept in memory only; their entries are dropped."""
+        keys: list[DeviceKey] = []
+        for key in list(self._written_at):
+            del self._written_at[key]
+            if type(key) is str:
+                keys.extend((key, d) for d in _records(self._devices.get(key)))
+            else:
+                keys.append(key)  # type: ignore[arg-type]
+        return keys
 
     def put_devices(self, devices: Iterable[Device]) -> list[Device]:
         changed: list[Device] = []
@@ -206,25 +283,25 @@ class MemoryStore:
                 if old is None:
                     self._count += 1
                 self._set(device)
-                key = (device.aor, device.device_id)
+                aor, device_id = device.aor, device.device_id
                 if old is not None and _registration_fields(old) == _registration_fields(device):
-                    written = self._written_at.get(key, old.last_registered)
+                    wkey = self._written_key(aor, device_id)
+                    written = self._written_at.get(wkey, old.last_registered)
                     if device.last_registered - written < self._refresh_interval:
                         self._stats["device_writes_skipped"] += 1
                         if written != device.last_registered:
-                            self._written_at[key] = written
+                            self._written_at[wkey] = written
                         continue
                 else:
                     changed.append(device)
-                self._written_at.pop(key, None)
-                self._dirty_device(key)
+                self._drop_written(aor, (device_id,))
+                self._dirty_device((aor, device_id))
         return changed
 
     def _replace(self, old: Device, new: Device) -> None:
         self._set(new)
-        key = (old.aor, old.device_id)
-        self._written_at.pop(key, None)
-        self._dirty_device(key)
+        self._drop_written(old.aor, (old.device_id,))
+        self._dirty_device((old.aor, old.device_id))
 
     def unbind(self, aor: str, device_ids: Iterable[str] | None = None) -> int:
         n = 0
@@ -256,21 +333,22 @@ class MemoryStore:
 
     def remove_devices(self, aor: str, token: str | None = None) -> int:
         with self._lock:
-            by_id = _records(self._devices.get(aor))
+            before = self._devices.get(aor)
+            by_id = _records(before)
             if not by_id:
                 return 0
             gone = [i for i, d in by_id.items() if token is None or d.token == token]
             if not gone:
                 return 0
+            self._drop_written(aor, gone)
             kept = {i: d for i, d in by_id.items() if i not in gone}
             if not kept:
                 del self._devices[aor]
             else:
                 self._devices[aor] = next(iter(kept.values())) if len(kept) == 1 else kept
+                self._rekey_written(before)  # type: ignore[arg-type]
             for device_id in gone:
-                key = (aor, device_id)
-                self._written_at.pop(key, None)
-                self._dirty_device(key)
+                self._dirty_device((aor, device_id))
             self._count -= len(gone)
             return len(gone)
 
@@ -701,8 +779,7 @@ class SqliteStore(MemoryStore):
         with self._wake:
             if self._closing:
                 return
-            for key in list(self._written_at):  # refreshes kept in memory only
-                del self._written_at[key]
+            for key in self._unwritten():  # refreshes kept in memory only
                 self._dirty_device(key)
         try:
             self.flush()

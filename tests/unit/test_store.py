@@ -326,6 +326,64 @@ def test_sqlite_refresh_costs_no_write_until_close(tmp_path: Path) -> None:
     assert rows(path, "SELECT last_registered FROM devices") == [(1401.0,)]
 
 
+def test_sqlite_refresh_time_follows_the_record_when_its_aor_gains_and_loses_a_device(
+    tmp_path: Path,
+) -> None:
+    # the written time is kept under the AOR while it has one record, under (aor, id)
+    # while it has two: it must move with each change, or a refresh would be measured
+    # from the newest in-memory time and never reach the disk
+    path = tmp_path / "p.db"
+    s = SqliteStore(path, refresh_interval=300.0)
+    other = device(device_id="urn:uuid:2", token="b" * 64, last_registered=1150.0)
+    alice = "SELECT device_id, last_registered FROM devices ORDER BY device_id"
+    s.put_devices([device(last_registered=1000.0)])
+    s.flush()
+    s.put_devices([device(last_registered=1100.0)])  # kept in memory
+    s.put_devices([other])  # the AOR has two records now
+    s.put_devices([device(last_registered=1299.0)])
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1000.0), ("urn:uuid:2", 1150.0)]
+    s.put_devices([device(last_registered=1301.0)])  # 301 s after the written time
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1301.0), ("urn:uuid:2", 1150.0)]
+    s.put_devices([device(last_registered=1400.0)])  # kept in memory
+    assert s.remove_devices("alice@example.com", "b" * 64) == 1  # one record again
+    s.put_devices([device(last_registered=1600.0)])
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1301.0)]
+    s.put_devices([device(last_registered=1602.0)])  # 301 s after the written time
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1602.0)]
+    s.put_devices([device(last_registered=1603.0)])
+    s.close()  # the newest time is written on shutdown
+    assert rows(path, alice) == [("urn:uuid:1", 1603.0)]
+    assert s.statistics()["device_writes_skipped"] == 5
+
+
+def test_a_refreshed_record_shares_the_strings_the_store_holds_as_keys() -> None:
+    # a refresh parsed anew brings equal but distinct strings; the store keeps one copy
+    store = MemoryStore()
+    text = lambda s: "".join(list(s))  # noqa: E731  (an equal, distinct str object)
+    store.put_devices([device(aor=text("alice@example.com"))])
+    key = next(iter(store._devices))
+    refreshed = device(aor=text("alice@example.com"), last_registered=1001.0)
+    assert refreshed.aor is not key
+    store.put_devices([refreshed])
+    (stored,) = store.devices("alice@example.com")
+    assert stored == device(last_registered=1001.0)
+    assert stored.aor is key
+    # in an AOR of several records, the device id (and a token equal to it) too
+    store.put_devices([device(device_id=text(TOKEN), token=TOKEN)])
+    inner = store._devices["alice@example.com"]
+    assert isinstance(inner, dict)
+    id_key = next(k for k in inner if k == TOKEN)
+    again = text(TOKEN)
+    store.put_devices([device(device_id=again, token=again, last_registered=1002.0)])
+    stored = store.device("alice@example.com", TOKEN)  # type: ignore[assignment]
+    assert stored is not None and stored.last_registered == 1002.0
+    assert stored.aor is key and stored.device_id is id_key and stored.token is id_key
+
+
 def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     script = textwrap.dedent(
