@@ -98,6 +98,10 @@ REFRESH_WRITE_INTERVAL = 300.0
 # The writer waits this long after the first queued change so one transaction carries
 # many; kill -9 loses at most this window (the brief: commit at least every ~200 ms).
 BATCH_DELAY = 0.05
+# At most this many device rows per transaction: a backlog (a refresh round of a
+# million phones outrunning the disk) is written in bounded slices, so the rows being
+# built never hold more than a few MiB (their peak stays in the RSS as free heap).
+MAX_BATCH_ROWS = 10_000
 SCHEMA_VERSION = 1
 
 _converter = cattrs.Converter()
@@ -576,9 +580,12 @@ class SqliteStore(MemoryStore):
             db.execute("PRAGMA busy_timeout = 5000")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
-            # Inserts land all over the (aor, device_id) B-tree: keep more of it cached
-            # than the 2 MB default once the store holds 100k+ devices.
-            db.execute("PRAGMA cache_size = -65536")
+            # Inserts land all over the (aor, device_id) B-tree: keep its inner pages
+            # cached (the 2 MB default is short of them at 100k+ devices). Leaf pages come
+            # back from the OS page cache cheaply: at 1,000,000 devices a 64 MiB cache
+            # wrote new rows no faster than 16 MiB (13.6 vs 12.3 us CPU a row) and
+            # rewrote old ones ~9 % faster (44 vs 48 us), for 48 bytes more a record.
+            db.execute("PRAGMA cache_size = -16384")
             db.executescript(_SCHEMA)
             self._load(db)
         except BaseException:
@@ -665,6 +672,8 @@ class SqliteStore(MemoryStore):
                 self._flush_now = False
                 upto = self._changes
                 batch = self._take_batch()
+                # a slice of a backlog: the changes up to `upto` are not all in it
+                whole = not self._dirty_devices
             try:
                 rows = self._commit(*batch)
             except Exception as exc:  # disk full, file gone, a bug: keep the data, retry
@@ -681,7 +690,10 @@ class SqliteStore(MemoryStore):
                     self._wake.wait(1.0)
                 continue
             with self._wake:
-                self._committed = upto
+                if whole:
+                    self._committed = upto
+                else:
+                    self._flush_now = True  # write the next slice at once
                 self._error = None
                 self._stats["batches"] += 1
                 self._stats["rows_written"] += rows
@@ -693,7 +705,13 @@ class SqliteStore(MemoryStore):
         list[tuple[str, Any]], list[str],
     ]:  # fmt: skip
         put_d, del_d = [], []
-        for key in self._dirty_devices:
+        dirty = self._dirty_devices
+        if len(dirty) <= MAX_BATCH_ROWS:
+            keys: Iterable[DeviceKey] = dirty
+            self._dirty_devices = set()
+        else:
+            keys = [dirty.pop() for _ in range(MAX_BATCH_ROWS)]
+        for key in keys:
             d = self.device(*key)
             if d is None:
                 del_d.append(key)
@@ -712,7 +730,7 @@ class SqliteStore(MemoryStore):
                 put_c.append((top, self._config[top]))
             else:
                 del_c.append(top)
-        self._dirty_devices, self._dirty_apps, self._dirty_configs = set(), set(), set()
+        self._dirty_apps, self._dirty_configs = set(), set()
         return put_d, del_d, put_a, del_a, put_c, del_c
 
     def _commit(

@@ -306,6 +306,24 @@ def test_sqlite_commits_without_flush_within_the_batch_delay(tmp_path: Path) -> 
         assert rows(path, "SELECT aor FROM devices") == [("alice@example.com",)]
 
 
+def test_sqlite_writes_a_backlog_in_bounded_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pusher_trio.store
+
+    monkeypatch.setattr(pusher_trio.store, "MAX_BATCH_ROWS", 3)
+    path = tmp_path / "p.db"
+    with SqliteStore(path, batch_delay=5.0) as s:  # flush() ends the first wait only
+        s.put_devices([device(aor=f"u{i}@example.com") for i in range(10)])
+        s.set_config("a", 1)
+        s.flush()  # returns once every slice is committed
+        stats = s.statistics()
+        assert (stats["batches"], stats["rows_written"], stats["pending_writes"]) == (4, 11, 0)
+        assert rows(path, "SELECT count(*) FROM devices") == [(10,)]
+        s.put_devices([device(aor=f"v{i}@example.com") for i in range(7)])
+    assert rows(path, "SELECT count(*) FROM devices") == [(17,)]  # close() writes them all
+
+
 def test_sqlite_refresh_costs_no_write_until_close(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     s = SqliteStore(path, refresh_interval=300.0)
