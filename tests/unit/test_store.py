@@ -499,6 +499,36 @@ def test_sqlite_refresh_after_reopen_is_measured_from_the_written_time(tmp_path:
     assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'bob%'") == [(1000.0,)]
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 130])
+def test_sqlite_writes_every_row_of_a_batch_in_many_row_statements(
+    tmp_path: Path, count: int
+) -> None:
+    # 64 rows to an INSERT statement, the rest one by one; extras of equal content
+    # share one JSON text, and an odd (unhashable) value is still written
+    path = tmp_path / "p.db"
+    written = [
+        device(
+            f"u{i:03d}@example.com",
+            token=f"tok{i}",
+            extra={"source": "rfc8599", "team_id": f"T{i % 3}"},
+            last_registered=float(i),
+        )
+        for i in range(count)
+    ]
+    odd = device("odd@example.com", extra={"source": ["not", "text"]})  # type: ignore[dict-item]
+    with SqliteStore(path, batch_delay=5.0) as s:
+        s.put_devices([*written, odd])
+        s.flush()
+        assert s.statistics()["batches"] == 1
+    with SqliteStore(path) as s:
+        assert sorted(s.devices(), key=lambda d: d.aor) == sorted(
+            [*written, odd], key=lambda d: d.aor
+        )
+    assert rows(path, "SELECT extra FROM devices WHERE aor = 'u000@example.com'") == [
+        ('{"source":"rfc8599","team_id":"T0"}',)
+    ]
+
+
 def test_sqlite_loaded_records_equal_the_written_ones(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     written = [
