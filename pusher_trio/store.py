@@ -638,6 +638,9 @@ class SqliteStore(MemoryStore):
         self._dirty_devices: set[DeviceKey] = set()
         self._dirty_apps: set[str] = set()
         self._dirty_configs: set[str] = set()
+        # The device keys of the writer's current round not written yet (see _writer)
+        self._backlog: list[DeviceKey] = []
+        self._round_upto = 0
         self._wake = threading.Condition(self._lock)
         self._changes = 0  # bumped by every change
         self._committed = 0  # value of _changes covered by the last commit
@@ -700,23 +703,33 @@ class SqliteStore(MemoryStore):
 
     # --- the writer thread ----------------------------------------------------------
     def _writer(self) -> None:
+        """Write rounds: a round is every change made before it starts, its device rows
+        in slices of MAX_BATCH_ROWS, one transaction each (apps and config with the
+        first). Changes made meanwhile wait for the next round, so flush() waits for
+        two rounds at most however busy the sniffer is."""
         while True:
             with self._wake:
-                while self._changes == self._committed and not self._closing:
-                    self._wake.wait()
-                if self._changes == self._committed and self._closing:
-                    return
-                deadline = time.monotonic() + self._batch_delay
-                while not (self._flush_now or self._closing):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._wake.wait(left)
-                self._flush_now = False
-                upto = self._changes
-                batch = self._take_batch()
-                # a slice of a backlog: the changes up to `upto` are not all in it
-                whole = not self._dirty_devices
+                first = not self._backlog
+                if first:
+                    while self._changes == self._committed and not self._closing:
+                        self._wake.wait()
+                    if self._changes == self._committed and self._closing:
+                        return
+                    deadline = time.monotonic() + self._batch_delay
+                    while not (self._flush_now or self._closing):
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._wake.wait(left)
+                    self._flush_now = False
+                    self._round_upto = self._changes
+                    self._backlog = list(self._dirty_devices)
+                    self._dirty_devices = set()
+                keys = self._backlog[-MAX_BATCH_ROWS:]
+                del self._backlog[-MAX_BATCH_ROWS:]
+                batch = self._take_batch(keys, first)
+                upto = self._round_upto
+                whole = not self._backlog
             try:
                 rows = self._commit(*batch)
             except Exception as exc:  # disk full, file gone, a bug: keep the data, retry
@@ -724,7 +737,10 @@ class SqliteStore(MemoryStore):
                 with self._wake:
                     self._error = exc
                     self._stats["write_errors"] += 1
+                    # the round starts again: what it has not written is dirty again
                     self._dirty_devices |= {k for k, _ in batch[0]} | set(batch[1])
+                    self._dirty_devices.update(self._backlog)
+                    self._backlog = []
                     self._dirty_apps |= {k for k, _ in batch[2]} | set(batch[3])
                     self._dirty_configs |= {k for k, _ in batch[4]} | set(batch[5])
                     self._wake.notify_all()
@@ -735,39 +751,35 @@ class SqliteStore(MemoryStore):
             with self._wake:
                 if whole:
                     self._committed = upto
-                else:
-                    self._flush_now = True  # write the next slice at once
                 self._error = None
                 self._stats["batches"] += 1
                 self._stats["rows_written"] += rows
                 self._wake.notify_all()
 
-    def _take_batch(self) -> tuple[
+    def _take_batch(self, keys: list[DeviceKey], apps_and_config: bool) -> tuple[
         list[tuple[DeviceKey, Device]], list[DeviceKey],
         list[tuple[str, App]], list[str],
         list[tuple[str, Any]], list[str],
     ]:  # fmt: skip
         put_d, del_d = [], []
-        dirty = self._dirty_devices
-        if len(dirty) <= MAX_BATCH_ROWS:
-            keys: Iterable[DeviceKey] = dirty
-            self._dirty_devices = set()
-        else:
-            keys = [dirty.pop() for _ in range(MAX_BATCH_ROWS)]
         for key in keys:
             d = self.device(*key)
             if d is None:
                 del_d.append(key)
             else:
                 put_d.append((key, d))
-        put_a, del_a = [], []
+        put_a: list[tuple[str, App]] = []
+        del_a: list[str] = []
+        put_c: list[tuple[str, Any]] = []
+        del_c: list[str] = []
+        if not apps_and_config:
+            return put_d, del_d, put_a, del_a, put_c, del_c
         for app_id in self._dirty_apps:
             app = self._apps.get(app_id)
             if app is None:
                 del_a.append(app_id)
             else:
                 put_a.append((app_id, app))
-        put_c, del_c = [], []
         for top in self._dirty_configs:
             if top in self._config:
                 put_c.append((top, self._config[top]))
@@ -854,8 +866,9 @@ class SqliteStore(MemoryStore):
     def statistics(self) -> dict[str, int]:
         stats = super().statistics()
         stats["pending_writes"] = (
-            len(self._dirty_devices) + len(self._dirty_apps) + len(self._dirty_configs)
-        )
+            len(self._dirty_devices) + len(self._backlog) + len(self._dirty_apps)
+            + len(self._dirty_configs)
+        )  # fmt: skip
         return stats
 
 

@@ -324,6 +324,40 @@ def test_sqlite_writes_a_backlog_in_bounded_slices(
     assert rows(path, "SELECT count(*) FROM devices") == [(17,)]  # close() writes them all
 
 
+def test_sqlite_flush_returns_while_changes_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a backlog is written in slices; flush() waits for what was changed before it,
+    # not for the writer to catch up with a sniffer that never pauses
+    import threading
+
+    import pusher_trio.store
+
+    monkeypatch.setattr(pusher_trio.store, "MAX_BATCH_ROWS", 2)
+    limit = 200_000
+    path = tmp_path / "p.db"
+    with SqliteStore(path, batch_delay=0.001) as s:
+        s.put_devices([device(aor=f"before{i}@example.com") for i in range(50)])
+        done = threading.Event()
+        produced = 0
+
+        def producer() -> None:
+            nonlocal produced
+            while not done.is_set() and produced < limit:
+                s.put_devices([device(aor=f"u{produced}@example.com")])
+                produced += 1
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        try:
+            s.flush()
+        finally:
+            done.set()
+            thread.join()
+        assert produced < limit  # flush() returned while the producer was still going
+        assert rows(path, "SELECT count(*) FROM devices WHERE aor LIKE 'before%'") == [(50,)]
+
+
 def test_sqlite_refresh_costs_no_write_until_close(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     s = SqliteStore(path, refresh_interval=300.0)
