@@ -218,9 +218,10 @@ class MemoryStore:
                 self._rekey_written(value)
         else:
             by_id: dict[str, Device] = value  # type: ignore[assignment]
-            first = next(iter(by_id.values()))
-            if first.aor is not device.aor:
-                _adopt(device, "aor", first.aor)
+            for first in by_id.values():  # none: RedisStore caches "no records" as {}
+                if first.aor is not device.aor:
+                    _adopt(device, "aor", first.aor)
+                break
             old = by_id.get(device.device_id)
             if old is not None and old.device_id is not device.device_id:
                 if device.token is device.device_id:

@@ -434,6 +434,10 @@ def test_a_refreshed_record_shares_the_strings_the_store_holds_as_keys() -> None
     stored = store.device("alice@example.com", TOKEN)  # type: ignore[assignment]
     assert stored is not None and stored.last_registered == 1002.0
     assert stored.aor is key and stored.device_id is id_key and stored.token is id_key
+    # RedisStore keeps an AOR known to have no records as an empty dict
+    store._devices["bob@example.com"] = {}
+    assert store.put_devices([device("bob@example.com")]) == [device("bob@example.com")]
+    assert store.devices("bob@example.com") == [device("bob@example.com")]
 
 
 def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
