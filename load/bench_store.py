@@ -12,7 +12,13 @@ straight into the store's schema, then measures:
   difference), and the round trip of `devices.list {aor}` over the control socket.
 
     python -m load.bench_store [--records 1000000] [--lookups 2000] [--refresh 200000]
-                               [--skip-serve]
+                               [--rounds 2] [--skip-serve]
+
+With --refresh N, N of the loaded devices then register again through a
+RegistrationTable (the sniffer's path), --rounds times 60 s apart: the first round
+writes the records older than the refresh interval, the next ones are refreshes kept
+in memory only, as with phones refreshing every minute. The RSS per record is
+printed after each round (the steady state), and the lookup again after the last.
 
 Figures depend on the machine and its load (other processes slow a start-up); RSS is
 from /proc/PID/status (VmRSS), after the start-up's gc.collect().
@@ -118,13 +124,15 @@ def rss_kib(pid: int | str = "self") -> int:
     return 0
 
 
-def open_in_process(path: str, records: int, lookups: int, refresh: int) -> dict[str, Any]:
+def open_in_process(
+    path: str, records: int, lookups: int, refresh: int, rounds: int = 1
+) -> dict[str, Any]:
     """Run in a fresh interpreter (--open): open the store, measure, print JSON.
 
     Then `refresh` devices register again through a RegistrationTable (REGISTER +
-    200, the same Contact: the sniffer's path), and the RSS growth is measured again:
-    a refreshed record is a new Device from the parser, and a refresh within the
-    write interval is remembered in memory only.
+    200, the same Contact: the sniffer's path), `rounds` times 60 s apart, and the RSS
+    growth is measured after each round: a refreshed record is a new Device from the
+    parser, and a refresh within the write interval is remembered in memory only.
     """
     import gc
 
@@ -139,29 +147,44 @@ def open_in_process(path: str, records: int, lookups: int, refresh: int) -> dict
     after = rss_kib()
     rng = random.Random(5)
     aors = [aor(rng.randrange(records)) for _ in range(lookups)] if records else []
+
+    def lookup() -> float:
+        nonlocal found
+        t0 = time.process_time()
+        for a in aors:
+            found += len(store.devices(a))
+        return time.process_time() - t0
+
     found = 0
-    t0 = time.process_time()
-    for a in aors:
-        found += len(store.devices(a))
-    lookup_cpu = time.process_time() - t0
+    lookup_cpu = lookup()
     count = store.device_count()
     refreshed = refresh_growth = 0.0
+    growth: list[float] = []
+    lookup_after = 0.0
     if refresh:
         from pusher_trio.registrations import Registered, RegistrationTable
 
         table = RegistrationTable()
         now = time.time()
         base = after
-        for n, _token, instance, contact, _age in identities(min(refresh, records)):
-            table.apply_register(register(n, instance, contact), "r", n, now, {})
-            for event in table.apply_response("r", n, 200, now, {}):
-                if isinstance(event, Registered) and store.put_devices(event.devices):
-                    raise RuntimeError(f"device {n}: the refresh changed the record")
-            refreshed += 1
-        gc.collect()
-        refresh_growth = (rss_kib() - base) * 1024
+        for _ in range(rounds):
+            refreshed = 0
+            for n, _token, instance, contact, _age in identities(min(refresh, records)):
+                table.apply_register(register(n, instance, contact), "r", n, now, {})
+                for event in table.apply_response("r", n, 200, now, {}):
+                    if isinstance(event, Registered) and store.put_devices(event.devices):
+                        raise RuntimeError(f"device {n}: the refresh changed the record")
+                refreshed += 1
+            store.flush()
+            gc.collect()
+            growth.append((rss_kib() - base) * 1024)
+            now += 60.0
+        refresh_growth = growth[-1]
+        lookup_after = lookup()
     store.close()
     return {
+        "growth_per_round": [g / refreshed for g in growth],
+        "lookup_after_us": lookup_after / len(aors) * 1e6 if aors else 0.0,
         "records": count,
         "open_seconds": opened,
         "rss_growth_kib": after - before,
@@ -231,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--refresh", type=int, default=200_000, help="devices refreshed after the open"
     )
+    parser.add_argument("--rounds", type=int, default=2, help="refresh rounds, 60 s apart")
     parser.add_argument("--open", nargs=2, metavar=("PATH", "RECORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.open:
         print(json.dumps(open_in_process(args.open[0], int(args.open[1]), args.lookups,
-                                         args.refresh)))  # fmt: skip
+                                         args.refresh, max(1, min(args.rounds, 10)))))  # fmt: skip
         return 0
     records = min(args.records, MAX_RECORDS)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{size / 2**20:,.0f} MiB ({size / max(records, 1):,.0f} bytes per record)",
               flush=True)  # fmt: skip
         cmd = [sys.executable, "-m", "load.bench_store", "--lookups", str(args.lookups),
-               "--refresh", str(args.refresh)]  # fmt: skip
+               "--refresh", str(args.refresh), "--rounds", str(args.rounds)]  # fmt: skip
         proc = subprocess.run([*cmd, "--open", db, str(records)], check=True,
                               capture_output=True, text=True, timeout=STARTUP_TIMEOUT)  # fmt: skip
         r = json.loads(proc.stdout)
@@ -256,8 +280,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['lookup_us']:.2f} us CPU", flush=True)  # fmt: skip
         if r["refreshed"]:
             print(f"then {r['refreshed']:,.0f} of them refreshed through a RegistrationTable "
-                  f"(same Contact; on disk when older than the refresh interval): RSS +{r['bytes_per_refresh']:,.0f} bytes "
-                  "per refreshed record", flush=True)  # fmt: skip
+                  f"(same Contact; on disk when older than the refresh interval), "
+                  f"{len(r['growth_per_round'])} round(s) 60 s apart:", flush=True)  # fmt: skip
+            for i, g in enumerate(r["growth_per_round"], 1):
+                total = r["bytes_per_record"] + g * r["refreshed"] / max(r["records"], 1)
+                print(f"  after round {i}: RSS +{g:,.0f} bytes per refreshed record, "
+                      f"{total:,.0f} bytes per record in all", flush=True)  # fmt: skip
+            print(f"  store.devices(aor) then {r['lookup_after_us']:.2f} us CPU", flush=True)
         if args.skip_serve:
             return 0
         empty = f"{tmp}/empty.db"

@@ -351,10 +351,12 @@ class RedisStore(MemoryStore):
                     if key[0] == aor and value is None:
                         merged.pop(key[1], None)
                 self._count += len(merged) - len(by_id)
-                self._devices.pop(aor, None)
+                before = self._devices.pop(aor, None)
                 # kept even when empty: "no records" is an answer worth caching, and the
                 # LRU bound counts it
                 self._devices[aor] = merged
+                if before is not None:
+                    self._rekey_written(before)
                 for device_id, device in stored.items():
                     self._written_at[(aor, device_id)] = device.last_registered
                 self._complete.add(aor)
@@ -468,12 +470,15 @@ class RedisStore(MemoryStore):
             for device_id in ids:
                 super().invalidate(aor, device_id, op.reason, op.at)
         else:
-            by_id = _records(self._devices.get(aor))
+            before = self._devices.get(aor)
+            by_id = _records(before)
             gone = [i for i in ids if op.token is None or by_id[i].token == op.token]
+            self._drop_written(aor, gone)
             kept = {i: d for i, d in by_id.items() if i not in gone}
             self._devices[aor] = next(iter(kept.values())) if len(kept) == 1 else kept
+            if before is not None:
+                self._rekey_written(before)
             for device_id in gone:
-                self._written_at.pop((aor, device_id), None)
                 self._dirty_device((aor, device_id))
             self._count -= len(gone)
 
@@ -484,11 +489,10 @@ class RedisStore(MemoryStore):
             while len(self._devices) > self.cache_aors:
                 aor, value = next(iter(self._devices.items()))
                 by_id = _records(value)
+                self._drop_written(aor, by_id)
                 del self._devices[aor]
                 self._complete.discard(aor)
                 self._count -= len(by_id)
-                for device_id in by_id:
-                    self._written_at.pop((aor, device_id), None)
                 self._stats["cache_evictions"] += 1
 
     def forget(self, aor: str) -> None:
@@ -502,11 +506,10 @@ class RedisStore(MemoryStore):
             if any((aor, device_id) in self._pending_devices for device_id in by_id):
                 self._complete.discard(aor)  # keep our queued values; re-read the rest
                 return
+            self._drop_written(aor, by_id)
             del self._devices[aor]
             self._complete.discard(aor)
             self._count -= len(by_id)
-            for device_id in by_id:
-                self._written_at.pop((aor, device_id), None)
 
     # --- the cluster: events and the push lock ---------------------------------------------
     def publish_registered(self, aor: str, contact: str, at: float) -> None:

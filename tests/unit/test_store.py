@@ -306,6 +306,58 @@ def test_sqlite_commits_without_flush_within_the_batch_delay(tmp_path: Path) -> 
         assert rows(path, "SELECT aor FROM devices") == [("alice@example.com",)]
 
 
+def test_sqlite_writes_a_backlog_in_bounded_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pusher_trio.store
+
+    monkeypatch.setattr(pusher_trio.store, "MAX_BATCH_ROWS", 3)
+    path = tmp_path / "p.db"
+    with SqliteStore(path, batch_delay=5.0) as s:  # flush() ends the first wait only
+        s.put_devices([device(aor=f"u{i}@example.com") for i in range(10)])
+        s.set_config("a", 1)
+        s.flush()  # returns once every slice is committed
+        stats = s.statistics()
+        assert (stats["batches"], stats["rows_written"], stats["pending_writes"]) == (4, 11, 0)
+        assert rows(path, "SELECT count(*) FROM devices") == [(10,)]
+        s.put_devices([device(aor=f"v{i}@example.com") for i in range(7)])
+    assert rows(path, "SELECT count(*) FROM devices") == [(17,)]  # close() writes them all
+
+
+def test_sqlite_flush_returns_while_changes_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a backlog is written in slices; flush() waits for what was changed before it,
+    # not for the writer to catch up with a sniffer that never pauses
+    import threading
+
+    import pusher_trio.store
+
+    monkeypatch.setattr(pusher_trio.store, "MAX_BATCH_ROWS", 2)
+    limit = 200_000
+    path = tmp_path / "p.db"
+    with SqliteStore(path, batch_delay=0.001) as s:
+        s.put_devices([device(aor=f"before{i}@example.com") for i in range(50)])
+        done = threading.Event()
+        produced = 0
+
+        def producer() -> None:
+            nonlocal produced
+            while not done.is_set() and produced < limit:
+                s.put_devices([device(aor=f"u{produced}@example.com")])
+                produced += 1
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        try:
+            s.flush()
+        finally:
+            done.set()
+            thread.join()
+        assert produced < limit  # flush() returned while the producer was still going
+        assert rows(path, "SELECT count(*) FROM devices WHERE aor LIKE 'before%'") == [(50,)]
+
+
 def test_sqlite_refresh_costs_no_write_until_close(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     s = SqliteStore(path, refresh_interval=300.0)
@@ -324,6 +376,68 @@ def test_sqlite_refresh_costs_no_write_until_close(tmp_path: Path) -> None:
     s.put_devices([device(last_registered=1401.0)])
     s.close()  # the newest time is written on shutdown
     assert rows(path, "SELECT last_registered FROM devices") == [(1401.0,)]
+
+
+def test_sqlite_refresh_time_follows_the_record_when_its_aor_gains_and_loses_a_device(
+    tmp_path: Path,
+) -> None:
+    # the written time is kept under the AOR while it has one record, under (aor, id)
+    # while it has two: it must move with each change, or a refresh would be measured
+    # from the newest in-memory time and never reach the disk
+    path = tmp_path / "p.db"
+    s = SqliteStore(path, refresh_interval=300.0)
+    other = device(device_id="urn:uuid:2", token="b" * 64, last_registered=1150.0)
+    alice = "SELECT device_id, last_registered FROM devices ORDER BY device_id"
+    s.put_devices([device(last_registered=1000.0)])
+    s.flush()
+    s.put_devices([device(last_registered=1100.0)])  # kept in memory
+    s.put_devices([other])  # the AOR has two records now
+    s.put_devices([device(last_registered=1299.0)])
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1000.0), ("urn:uuid:2", 1150.0)]
+    s.put_devices([device(last_registered=1301.0)])  # 301 s after the written time
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1301.0), ("urn:uuid:2", 1150.0)]
+    s.put_devices([device(last_registered=1400.0)])  # kept in memory
+    assert s.remove_devices("alice@example.com", "b" * 64) == 1  # one record again
+    s.put_devices([device(last_registered=1600.0)])
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1301.0)]
+    s.put_devices([device(last_registered=1602.0)])  # 301 s after the written time
+    s.flush()
+    assert rows(path, alice) == [("urn:uuid:1", 1602.0)]
+    s.put_devices([device(last_registered=1603.0)])
+    s.close()  # the newest time is written on shutdown
+    assert rows(path, alice) == [("urn:uuid:1", 1603.0)]
+    assert s.statistics()["device_writes_skipped"] == 5
+
+
+def test_a_refreshed_record_shares_the_strings_the_store_holds_as_keys() -> None:
+    # a refresh parsed anew brings equal but distinct strings; the store keeps one copy
+    store = MemoryStore()
+    text = lambda s: "".join(list(s))  # noqa: E731  (an equal, distinct str object)
+    store.put_devices([device(aor=text("alice@example.com"))])
+    key = next(iter(store._devices))
+    refreshed = device(aor=text("alice@example.com"), last_registered=1001.0)
+    assert refreshed.aor is not key
+    store.put_devices([refreshed])
+    (stored,) = store.devices("alice@example.com")
+    assert stored == device(last_registered=1001.0)
+    assert stored.aor is key
+    # in an AOR of several records, the device id (and a token equal to it) too
+    store.put_devices([device(device_id=text(TOKEN), token=TOKEN)])
+    inner = store._devices["alice@example.com"]
+    assert isinstance(inner, dict)
+    id_key = next(k for k in inner if k == TOKEN)
+    again = text(TOKEN)
+    store.put_devices([device(device_id=again, token=again, last_registered=1002.0)])
+    stored = store.device("alice@example.com", TOKEN)  # type: ignore[assignment]
+    assert stored is not None and stored.last_registered == 1002.0
+    assert stored.aor is key and stored.device_id is id_key and stored.token is id_key
+    # RedisStore keeps an AOR known to have no records as an empty dict
+    store._devices["bob@example.com"] = {}
+    assert store.put_devices([device("bob@example.com")]) == [device("bob@example.com")]
+    assert store.devices("bob@example.com") == [device("bob@example.com")]
 
 
 def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
@@ -421,6 +535,36 @@ def test_sqlite_refresh_after_reopen_is_measured_from_the_written_time(tmp_path:
     s.close()
     assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'alice%'") == [(1302.0,)]
     assert rows(path, "SELECT last_registered FROM devices WHERE aor LIKE 'bob%'") == [(1000.0,)]
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 130])
+def test_sqlite_writes_every_row_of_a_batch_in_many_row_statements(
+    tmp_path: Path, count: int
+) -> None:
+    # 64 rows to an INSERT statement, the rest one by one; extras of equal content
+    # share one JSON text, and an odd (unhashable) value is still written
+    path = tmp_path / "p.db"
+    written = [
+        device(
+            f"u{i:03d}@example.com",
+            token=f"tok{i}",
+            extra={"source": "rfc8599", "team_id": f"T{i % 3}"},
+            last_registered=float(i),
+        )
+        for i in range(count)
+    ]
+    odd = device("odd@example.com", extra={"source": ["not", "text"]})  # type: ignore[dict-item]
+    with SqliteStore(path, batch_delay=5.0) as s:
+        s.put_devices([*written, odd])
+        s.flush()
+        assert s.statistics()["batches"] == 1
+    with SqliteStore(path) as s:
+        assert sorted(s.devices(), key=lambda d: d.aor) == sorted(
+            [*written, odd], key=lambda d: d.aor
+        )
+    assert rows(path, "SELECT extra FROM devices WHERE aor = 'u000@example.com'") == [
+        ('{"source":"rfc8599","team_id":"T0"}',)
+    ]
 
 
 def test_sqlite_loaded_records_equal_the_written_ones(tmp_path: Path) -> None:
