@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -51,15 +53,27 @@ def mask_field(name: str, value: object) -> object:
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, object]:
+    """The record's fields with secrets masked; the caller's own mapping when nothing
+    needs masking (the common case: callers pass masked tokens), to spare a copy."""
     fields = getattr(record, "fields", None)
-    if isinstance(fields, Mapping):
-        return {str(k): mask_field(str(k), v) for k, v in fields.items()}
-    return {}
+    if not isinstance(fields, Mapping):
+        return {}
+    for key, value in fields.items():
+        if type(key) is not str or (
+            isinstance(value, str) and _secret_name(key) and _MASKED_ALREADY not in value
+        ):
+            return {str(k): mask_field(str(k), v) for k, v in fields.items()}
+    return fields
+
+
+_NEEDS_QUOTES = re.compile(r'[ "=\n]')
 
 
 def _text_value(value: object) -> str:
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return repr(value)  # what json.dumps writes for these
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text == "" or any(c in text for c in ' "=\n'):
+    if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -67,8 +81,15 @@ def _text_value(value: object) -> str:
 class TextFormatter(logging.Formatter):
     """`2026-11-26T09:00:00.123Z info pusher_trio.app message key=value ...`"""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        second = int(record.created)
+        if second != self._second:  # one strftime per second, not per line
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        stamp = self._stamp
         millis = int(record.msecs)
         parts = [
             f"{stamp}.{millis:03d}Z",
