@@ -386,8 +386,10 @@ async def register_storm(
                 return a.get(key, 0) - b.get(key, 0)
 
             registers = kam("core:rcv_requests_register")
-            # siptrace mirrors each REGISTER received and each reply sent to one (sl).
-            mirrored = registers + kam("sl:sent_replies")
+            # siptrace mirrors each REGISTER received and each reply sent to one: stateless
+            # (sl), or by tm when the REGISTER waited for the sidecar's `check` (an async
+            # jsonrpc call suspends its transaction; t_continue -> save() replies with tm).
+            mirrored = registers + kam("sl:sent_replies") + kam("tm:rpl_sent")
             d0, d1 = before.get("datagrams", {}), after.get("datagrams", {})
             counted = int(d1.get("received", 0)) - int(d0.get("received", 0))
             sniff_drops = socket_drops(rig.sidecar.sniffer_port) - sniff0
@@ -420,7 +422,7 @@ async def register_storm(
     )  # fmt: skip
     print(
         "reached/s: REGISTERs Kamailio received per second of the step (core:rcv_requests_register);"
-        " mirrored: REGISTERs received + replies sent (siptrace copies both); loss = mirrored -"
+        " mirrored: REGISTERs received + replies sent by sl and tm (siptrace copies both); loss = mirrored -"
         " counted. A clean step has < 0.1 % sipp retransmissions and >= 95 % of its target reached."
         " sidecar CPU us/datagram: the sidecar's CPU time in the step / datagrams it counted."
     )

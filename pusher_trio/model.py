@@ -55,6 +55,27 @@ class Device:
     reason: str | None = None  # why it was invalidated
     invalidated_at: float | None = None
 
+    def refreshed(self, now: float) -> Device:
+        """This device registered again at `now` (attrs.evolve without its introspection:
+        the sniffer does this for every refresh)."""
+        return Device(
+            self.aor,
+            self.device_id,
+            self.type,
+            self.app,
+            self.token,
+            self.sandbox,
+            self.push_type,
+            self.extra,
+            self.user_agent,
+            self.contact,
+            self.bound,
+            now,
+            self.state,
+            self.reason,
+            self.invalidated_at,
+        )
+
     def same_registration(self, other: Device) -> bool:
         """True when `other` differs only in last_registered (a refresh costs no write)."""
         return attrs.evolve(other, last_registered=self.last_registered) == self

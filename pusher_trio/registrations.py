@@ -437,7 +437,7 @@ class _Single:
 
     def events(self, now: float, call_id: str, cseq: int) -> list[Event]:
         # the newest device: the one the store keeps, so the cache holds no copy
-        device = self.device = attrs.evolve(self.device, last_registered=now)
+        device = self.device = self.device.refreshed(now)
         event = Registered(device.aor, self.uri, [device], now, self.instance, call_id, cseq,
                            self.expires, self.pnsreg)  # fmt: skip
         return [event]
