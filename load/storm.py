@@ -386,10 +386,10 @@ async def register_storm(
                 return a.get(key, 0) - b.get(key, 0)
 
             registers = kam("core:rcv_requests_register")
-            # siptrace mirrors each REGISTER received and each reply sent to one: stateless
-            # (sl), or by tm when the REGISTER waited for the sidecar's `check` (an async
-            # jsonrpc call suspends its transaction; t_continue -> save() replies with tm).
-            mirrored = registers + kam("sl:sent_replies") + kam("tm:rpl_sent")
+            # siptrace mirrors each REGISTER received and each reply sent to one: by sl, or by
+            # tm (counted by tmx) when the REGISTER waited for the sidecar's `check` (the async
+            # jsonrpc call suspends its transaction; after t_continue, save() replies with tm).
+            mirrored = registers + kam("sl:sent_replies") + kam("tmx:rpl_sent")
             d0, d1 = before.get("datagrams", {}), after.get("datagrams", {})
             counted = int(d1.get("received", 0)) - int(d0.get("received", 0))
             sniff_drops = socket_drops(rig.sidecar.sniffer_port) - sniff0
