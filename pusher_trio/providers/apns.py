@@ -52,6 +52,7 @@ TOKEN_REUSE = 40 * 60.0
 TOKEN_MIN_INTERVAL = 20 * 60.0
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_NORMAL_TOKEN = re.compile(r"[0-9a-f]+")
 # A field value we can send: no control characters (RFC 9110 §5.5), no blank at the ends.
 _FIELD_VALUE = re.compile(r"[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # reused: cheaper than dumps
@@ -109,6 +110,8 @@ def topic_for(app: App, push_type: PushType) -> str:
 
 def normalize_token(token: str) -> str:
     """Tokens are sent as lowercase hex; some apps report them with spaces or `<…>`."""
+    if _NORMAL_TOKEN.fullmatch(token):  # what RFC 8599 phones send: nothing to clean
+        return token
     cleaned = token.strip().strip("<>").replace(" ", "")
     return cleaned.lower() if _HEX.fullmatch(cleaned) else token
 

@@ -199,3 +199,16 @@ def test_unserialisable_payload_is_rejected() -> None:
 def test_bad_host_port(host: str) -> None:
     with pytest.raises(ValueError, match="bad APNs host"):
         apns.split_host(host)
+
+
+@pytest.mark.parametrize(
+    ("token", "sent"),
+    [
+        ("ab12" * 16, "ab12" * 16),  # RFC 8599 phones: already what APNs wants
+        ("AB12" * 16, "ab12" * 16),
+        ("<ab12 AB12 ab12>", "ab12ab12ab12"),
+        ("not-hex token", "not-hex token"),  # left as it is: APNs answers BadDeviceToken
+    ],
+)
+def test_tokens_are_sent_as_lowercase_hex(token: str, sent: str) -> None:
+    assert apns.normalize_token(token) == sent
