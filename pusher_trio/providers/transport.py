@@ -186,15 +186,44 @@ def make_ssl_context(ca_file: str | None = None, client_pem: str | None = None) 
 
 
 class _Stream:
-    __slots__ = ("body", "done", "error", "headers", "sent_at", "status")
+    """One request's answer as it arrives, and who waits for it.
+
+    `finish()` / `wait()` are a one-shot event without `trio.Event`'s parking lot
+    (an object and a dict per request): the waiters are the requesting task and, at
+    most, `aclose`.
+    """
+
+    __slots__ = ("_waiters", "body", "error", "finished", "headers", "sent_at", "status")
 
     def __init__(self, sent_at: float) -> None:
         self.sent_at = sent_at
         self.status = 0
         self.headers: tuple[tuple[str, str], ...] = ()
         self.body = bytearray()
-        self.done = trio.Event()
         self.error: BaseException | None = None
+        self.finished = False
+        self._waiters: list[trio.lowlevel.Task] = []
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        waiters, self._waiters = self._waiters, []
+        for task in waiters:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        if self.finished:
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self._waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 def goaway_reason(debug_data: bytes | None) -> str:
@@ -317,7 +346,7 @@ class Connection:
             return
         self.closing = True
         for stream in list(self._streams.values()):
-            await stream.done.wait()
+            await stream.wait()
         if not self.dead:
             self._h2.close()
             self._kick()
@@ -402,11 +431,11 @@ class Connection:
         self.dead = True
         error = self.error
         for stream in self._streams.values():
-            if not stream.done.is_set():
+            if not stream.finished:
                 lost = ConnectionLost(f"connection to {self.origin.authority} lost: {error}")
                 lost.__cause__ = error
                 stream.error = lost
-                stream.done.set()
+                stream.finish()
         self._streams.clear()
         self._changed()
 
@@ -451,7 +480,7 @@ class Connection:
                     await self._send_body(stream_id, request.body)
                 else:
                     self._kick()
-                await stream.done.wait()
+                await stream.wait()
             except BaseException:
                 self._abandon(stream_id, stream)
                 raise
@@ -487,7 +516,7 @@ class Connection:
     def _abandon(self, stream_id: int, stream: _Stream) -> None:
         """The caller gave up (cancelled): reset only this stream; the connection stays."""
         self._streams.pop(stream_id, None)
-        if stream.done.is_set() or self.dead:
+        if stream.finished or self.dead:
             return
         if self._last_received < stream.sent_at and self._ping_interval > 0:
             # Nothing at all came back since this stream went out: is the peer alive?
@@ -672,7 +701,7 @@ class Connection:
                 self.responses += 1
                 stream = streams.pop(event.stream_id, None)
                 if stream is not None:
-                    stream.done.set()
+                    stream.finish()
             elif isinstance(event, h2wire.DataReceived):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -684,7 +713,7 @@ class Connection:
                         stream.error = _Replay()
                     else:
                         stream.error = StreamReset(event.error_code, event.by_peer)
-                    stream.done.set()
+                    stream.finish()
             elif isinstance(event, h2wire.GoAway):
                 self._on_goaway(event)
             elif isinstance(event, h2wire.SettingsChanged):
@@ -710,7 +739,7 @@ class Connection:
         for stream_id in [sid for sid in self._streams if sid > last]:
             stream = self._streams.pop(stream_id)
             stream.error = _Replay()
-            stream.done.set()
+            stream.finish()
         # The streams at or below last_stream_id go on; none starts here any more
         # (`usable` is False from now on).
         self._changed()
