@@ -178,6 +178,57 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 pass
 
 
+class _Line:
+    """What our formatters read of a LogRecord, for `info_line` (no LogRecord built)."""
+
+    __slots__ = ("args", "created", "exc_info", "fields", "levelname", "levelno", "msecs",
+                 "msg", "name")  # fmt: skip
+
+    def __init__(self, name: str, msg: str, args: tuple[object, ...], fields: object) -> None:
+        self.name = name
+        self.msg = msg
+        self.args = args
+        self.fields = fields
+        self.levelno = logging.INFO
+        self.levelname = "INFO"
+        self.created = time.time()
+        self.msecs = (self.created - int(self.created)) * 1000
+        self.exc_info = None
+
+    def getMessage(self) -> str:  # LogRecord's method, as the formatters call it
+        return self.msg % self.args if self.args else self.msg
+
+
+def info_line(
+    logger: logging.Logger, msg: str, args: tuple[object, ...], fields: Mapping[str, object]
+) -> None:
+    """`logger.info(msg, *args, extra={"fields": fields})`, cheaper on a hot path.
+
+    When `serve`'s setup is in place (the line would go to one `BatchingHandler` of
+    the "pusher_trio" logger and nowhere else, no filters), the line is formatted and
+    queued without a LogRecord and the logging module's dispatch (a few µs a line, at
+    one line per push). Anything else (tests capturing records, another handler):
+    the ordinary call.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    parent = logger.parent
+    handler = _sole_handler(parent) if parent is not None and parent.name == LOGGER_NAME else None
+    if handler is None or logger.handlers or logger.filters or not logger.propagate:
+        logger.info(msg, *args, extra={"fields": fields})
+        return
+    handler.emit(_Line(logger.name, msg, args, fields))  # type: ignore[arg-type]
+
+
+def _sole_handler(logger: logging.Logger) -> BatchingHandler | None:
+    if logger.propagate or logger.filters or len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    if type(handler) is not BatchingHandler or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
+
+
 def flush_logs() -> None:
     """Write out the lines a `BatchingHandler` of the "pusher_trio" logger holds."""
     for handler in logging.getLogger(LOGGER_NAME).handlers:

@@ -49,6 +49,7 @@ from .control.jsonrpc import (
     Timeout,
 )
 from .events import PushObserver, notify
+from .logs import info_line
 from .missed import (
     ALERT_LIFETIME,
     ANSWERED_REASONS,
@@ -932,23 +933,19 @@ class Service:
                 outcome_reason(outcome),
                 answered - shared.received,
             )
-        log.info(
+        token = mask_token(device.token)
+        info_line(  # DESIGN §13: one line per push outcome
+            log,
             "push call_id=%s aor=%s token=%s outcome=%s latency_ms=%.1f",
-            shared.call_id,
-            device.aor,
-            mask_token(device.token),
-            name,
-            latency_ms,
-            extra={
-                "fields": {
-                    "call_id": shared.call_id,
-                    "aor": device.aor,
-                    "token": mask_token(device.token),
-                    "app": device.app,
-                    "outcome": name,
-                    "reason": outcome_reason(outcome),
-                    "latency_ms": round(latency_ms, 1),
-                }
+            (shared.call_id, device.aor, token, name, latency_ms),
+            {
+                "call_id": shared.call_id,
+                "aor": device.aor,
+                "token": token,
+                "app": device.app,
+                "outcome": name,
+                "reason": outcome_reason(outcome),
+                "latency_ms": round(latency_ms, 1),
             },
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 
@@ -82,3 +83,51 @@ def test_replacing_the_handler_writes_what_it_held(stream: CountingStream) -> No
         if isinstance(h, logs.BatchingHandler)
     ]
     assert len(ours) == 1  # replaced, not doubled
+
+
+FIELDS = {"call_id": "c-1", "token": "abcdef0123456789abcdef", "latency_ms": 3.1, "reason": None}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_info_line_writes_what_logger_info_writes(fmt: str) -> None:
+    """The hot path's line is the ordinary line, masking included (timestamps aside)."""
+    out = io.StringIO()
+    logs.setup_logging("info", fmt, out, batched=True)
+    try:
+        log = logs.get_logger("service")
+        args = ("c-1", 3.14159)
+        logs.info_line(log, "push call_id=%s latency_ms=%.1f", args, FIELDS)
+        log.info("push call_id=%s latency_ms=%.1f", *args, extra={"fields": FIELDS})
+        logs.flush_logs()
+    finally:
+        logs.reset_logging()
+    fast, ordinary = out.getvalue().splitlines()
+    if fmt == "json":
+        fast_obj, ordinary_obj = json.loads(fast), json.loads(ordinary)
+        assert fast_obj.pop("ts") == pytest.approx(ordinary_obj.pop("ts"), abs=1.0)
+        assert fast_obj == ordinary_obj
+        assert "0123456789" not in fast  # the token is masked on this path too
+    else:
+        assert fast.split(" ", 1)[1] == ordinary.split(" ", 1)[1]
+        assert "token=" in fast and "0123456789" not in fast
+
+
+def test_info_line_is_an_ordinary_record_elsewhere(caplog: pytest.LogCaptureFixture) -> None:
+    """Without serve's handler (tests, another setup) the line is a LogRecord as before."""
+    log = logs.get_logger("service")
+    with caplog.at_level(logging.INFO, logger="pusher_trio"):
+        logs.info_line(log, "push call_id=%s", ("c-2",), {"call_id": "c-2"})
+    (record,) = [r for r in caplog.records if r.name == log.name]
+    assert record.getMessage() == "push call_id=c-2"
+    assert record.fields == {"call_id": "c-2"}  # type: ignore[attr-defined]
+
+
+def test_info_line_respects_the_level() -> None:
+    out = io.StringIO()
+    logs.setup_logging("warning", "text", out, batched=True)
+    try:
+        logs.info_line(logs.get_logger("service"), "push %s", ("x",), {})
+        logs.flush_logs()
+    finally:
+        logs.reset_logging()
+    assert out.getvalue() == ""
