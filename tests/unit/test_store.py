@@ -334,7 +334,10 @@ def test_sqlite_flush_returns_while_changes_keep_coming(
     import pusher_trio.store
 
     monkeypatch.setattr(pusher_trio.store, "MAX_BATCH_ROWS", 2)
-    limit = 200_000
+    # The producer outpaces the writer (2 rows a transaction) but gives up the GIL after
+    # every 20 puts, so a correct flush() ends after one round whatever the machine's load;
+    # one that waits for the writer to catch up waits until the producer stops here.
+    limit = 1_000_000
     path = tmp_path / "p.db"
     with SqliteStore(path, batch_delay=0.001) as s:
         s.put_devices([device(aor=f"before{i}@example.com") for i in range(50)])
@@ -344,8 +347,9 @@ def test_sqlite_flush_returns_while_changes_keep_coming(
         def producer() -> None:
             nonlocal produced
             while not done.is_set() and produced < limit:
-                s.put_devices([device(aor=f"u{produced}@example.com")])
-                produced += 1
+                s.put_devices([device(aor=f"u{produced + i}@example.com") for i in range(20)])
+                produced += 20
+                time.sleep(0)
 
         thread = threading.Thread(target=producer)
         thread.start()
