@@ -77,7 +77,7 @@ def encode_field(name: bytes, value: bytes, huffman: bool = True) -> bytes:
 
 
 class StatelessEncoder:
-    """Drop-in for `hpack.Encoder` inside `h2.connection.H2Connection` (client side)."""
+    """The encoder of `h2wire.ClientConnection` (client side; hpack.Encoder's interface)."""
 
     def __init__(self) -> None:
         self._table_size = 4096
