@@ -28,6 +28,9 @@ class ServeProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # a broken byte (seen once with py-spy stopping the process mid-write) must not
+            # end the reader thread and with it every wait_for()
+            errors="replace",
             cwd=str(config.parent),
         )
         self.lines: list[dict[str, Any]] = []
