@@ -26,7 +26,7 @@ import random
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -460,6 +460,15 @@ def _single(summary: _Request, events: list[Event]) -> _Single | None:
     return _Single(event)
 
 
+# Kazoo's User-Agents mapping, or what returns it: the sniffer passes its getter, so a
+# REGISTER answered from the summary cache (or a failure) never looks the mapping up.
+UserAgents = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
+def _user_agents(value: UserAgents) -> Mapping[str, Any]:
+    return value() if callable(value) else value
+
+
 def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
@@ -742,11 +751,12 @@ class RegistrationTable:
         return []
 
     def apply_response(
-        self, call_id: str, cseq: int, status: int, now: float, user_agents: Mapping[str, Any]
+        self, call_id: str, cseq: int, status: int, now: float, user_agents: UserAgents
     ) -> list[Event]:
         """A response to REGISTER, given by its key fields (the sniffer's fast path).
 
-        The caller has checked that the CSeq method is REGISTER.
+        The caller has checked that the CSeq method is REGISTER. `user_agents` may be the
+        mapping's getter: it is called only when the extraction needs it.
         """
         if not self.require_2xx:
             return []
@@ -768,10 +778,10 @@ class RegistrationTable:
         self._stats["answered_2xx"] += 1
         if isinstance(item, bytes):
             return self._answer(item, now, user_agents, call_id, cseq)
-        return self._count(_events(item, now, user_agents, call_id, cseq))
+        return self._count(_events(item, now, _user_agents(user_agents), call_id, cseq))
 
     def _answer(
-        self, payload: bytes, now: float, user_agents: Mapping[str, Any], call_id: str, cseq: int
+        self, payload: bytes, now: float, user_agents: UserAgents, call_id: str, cseq: int
     ) -> list[Event]:
         """The events of an answered REGISTER kept as bytes; its summary cached for refreshes.
 
@@ -795,7 +805,8 @@ class RegistrationTable:
                     self._summary_window_hits += 1
                     if type(cached) is _Single:
                         return self._count(cached.events(now, call_id, cseq))
-                    return self._count(_events(cached, now, user_agents, call_id, cseq))  # type: ignore[arg-type]
+                    agents = _user_agents(user_agents)
+                    return self._count(_events(cached, now, agents, call_id, cseq))  # type: ignore[arg-type]
         try:
             message = sip.parse_message(payload)
             if not isinstance(message, sip.Request) or message.method != "REGISTER":
@@ -804,7 +815,7 @@ class RegistrationTable:
         except sip.SipParseError:
             self._stats["malformed_registers"] += 1
             return []
-        events = _events(summary, now, user_agents, call_id, cseq)
+        events = _events(summary, now, _user_agents(user_agents), call_id, cseq)
         if digest is not None:
             entry = _single(summary, events) or summary
             summaries = self._summaries
@@ -815,10 +826,6 @@ class RegistrationTable:
             ):
                 self._summary_bytes -= _entry_size(summaries.popitem(last=False)[1])
         return self._count(events)
-
-    def is_pending(self, call_id: str, cseq: int) -> bool:
-        """True when a response with this key would complete a REGISTER we saw."""
-        return (call_id, cseq) in self._pending
 
     def expire(self, now: float) -> None:
         """Drop REGISTERs older than ttl (insertion order is arrival order)."""

@@ -339,9 +339,8 @@ class Sniffer:
                     stats["ignored_not_register"] += 1
                     return
                 call_id, (number, _), status = response.call_id, response.cseq, response.status_code
-            wanted = 200 <= status < 300 and table.is_pending(call_id, number)
-            user_agents = self._user_agents() if wanted else _NO_MAPPING
-            events = table.apply_response(call_id, number, status, now, user_agents)
+            # the mapping is looked up only if the REGISTER's extraction needs it
+            events = table.apply_response(call_id, number, status, now, self._user_agents)
             stats["responses"] += 1
         elif sip.looks_like_request_or_keepalive(payload):
             stats["ignored_not_register"] += 1

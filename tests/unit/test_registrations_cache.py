@@ -260,3 +260,23 @@ def test_a_device_from_the_user_agents_mapping_follows_the_mapping() -> None:
             parsed, legacy, number, float(number)
         )
     assert cached.statistics()["summaries_bytes"] == registrations._SINGLE_OVERHEAD
+
+
+def test_the_user_agents_getter_is_called_only_when_the_extraction_needs_it() -> None:
+    calls: list[int] = []
+
+    def user_agents() -> dict[str, object]:
+        calls.append(1)
+        return {}
+
+    table = RegistrationTable()
+    table.apply_register(register(), "k", 1, 100.0, {})
+    (event,) = table.apply_response("k", 1, 200, 100.0, user_agents)  # parsed: asked once
+    assert isinstance(event, Registered) and len(calls) == 1
+    table.apply_register(register(cseq="2 REGISTER"), "k", 2, 160.0, {})
+    (event,) = table.apply_response("k", 2, 200, 160.0, user_agents)  # from the cache
+    assert isinstance(event, Registered) and len(calls) == 1
+    table.apply_register(register(cseq="3 REGISTER"), "k", 3, 170.0, {})
+    assert table.apply_response("k", 3, 403, 170.0, user_agents) == []
+    assert table.apply_response("nobody", 9, 200, 170.0, user_agents) == []
+    assert len(calls) == 1
