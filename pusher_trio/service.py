@@ -12,6 +12,10 @@ before serving `push` with `wait` (the default). A push belongs to the
 that pushed may be cancelled while the others keep waiting on the same push;
 when the last wait of the group ends, the push is cancelled.
 
+A `push` with `wait: false` to one device on an open provider connection takes
+`start_push` instead (the control server tries it first): no task, the deadline
+kept by one sweeper task (`_expire_inline`), the answer built by the same code.
+
 Latency figures for the load tests (`statistics()["latency_ms"]`, also in
 `status`): `push_out` is control request decoded -> first provider request
 handed to the pusher; `wake` is REGISTER copy handed to `on_registered` ->
@@ -22,6 +26,8 @@ event's `at`, UNIX time; only counted when plausible, 0-60 s).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 import re
@@ -396,6 +402,50 @@ class PushRequest:
     direct: Device | None  # Kazoo push_req: push to this token, not to the AOR's records
 
 
+class _InlinePush:
+    """A `push` with wait:false that went out without a task (`Service.start_push`)."""
+
+    __slots__ = (
+        "app",
+        "cancel",
+        "deadline",
+        "params",
+        "pending",
+        "reply",
+        "service",
+        "shared",
+        "started",
+        "task",
+    )
+
+    def __init__(
+        self,
+        params: dict[str, JSON],
+        shared: SharedPush,
+        app: App,
+        reply: Callable[[JSON | ControlError], None],
+        started: float,
+    ) -> None:
+        self.params = params
+        self.shared = shared
+        self.app = app
+        self.reply = reply
+        self.started = started
+        self.cancel: Callable[[], None] = _nothing
+        self.deadline = math.inf  # trio time
+        self.service: Service | None = None
+        self.pending = True  # not answered yet
+        self.task = False  # a retry task finishes it
+
+    def answered(self, outcome: Outcome | None) -> None:
+        if self.service is not None:
+            self.service._inline_answered(self, outcome)
+
+
+def _nothing() -> None:
+    return None
+
+
 # --- the service --------------------------------------------------------------------------------
 
 
@@ -434,6 +484,12 @@ class Service:
         self._no_wait_in_flight = 0  # wait=false pushes being sent (counted against max_waiting)
         self._no_wait_scopes: set[trio.CancelScope] = set()  # shutdown() cancels them
         self._overloaded_no_wait = 0
+        # wait=false pushes sent without a task (`start_push`): their deadlines, soonest first
+        self._inline: list[tuple[float, int, _InlinePush]] = []
+        self._inline_live = 0
+        self._inline_count = itertools.count()
+        self._inline_sweeper: trio.CancelScope | None = None
+        self._pushed_inline = 0
         self._pushes: dict[str, int] = dict.fromkeys(OUTCOME_NAMES.values(), 0)
         self._pushes_by_provider: dict[str, dict[str, int]] = {}
         self._requests: dict[str, int] = {}
@@ -472,6 +528,7 @@ class Service:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._expire_inline)
                 if self.pnsreg is not None:
                     nursery.start_soon(self._refresh_loop)
                 task_status.started()
@@ -488,7 +545,11 @@ class Service:
         """
         for scope in self._no_wait_scopes:
             scope.cancel()
-        return self.waiters.shutdown() + len(self._no_wait_scopes)
+        inline = [push for _, _, push in self._inline if push.pending and not push.task]
+        self._inline.clear()
+        for push in inline:
+            self._inline_failed(push, ShuttingDown("the sidecar is stopping"))
+        return self.waiters.shutdown() + len(self._no_wait_scopes) + len(inline)
 
     @property
     def running(self) -> bool:
@@ -898,17 +959,31 @@ class Service:
             if index == 0:
                 shared.sent = started
                 self._latency["push_out"].add((started - shared.received) * 1000)
-            try:
-                outcome = await self.pusher.send(
+            outcome = await self._pusher_send(app, device, shared)
+        self._answered(shared, index, outcome, started)
+
+    async def _pusher_send(
+        self, app: App, device: Device, shared: SharedPush, first: RetryLater | None = None
+    ) -> Outcome:
+        try:
+            if first is None:
+                return await self.pusher.send(
                     app, device, shared.message, expires_at=shared.expires_at
                 )
-            except Exception as exc:  # a provider bug fails this push, not the service
-                log.error(
-                    "push failed with %s",
-                    type(exc).__name__,
-                    extra={"fields": {"aor": device.aor, "token": mask_token(device.token)}},
-                )
-                outcome = Rejected(f"internal error: {type(exc).__name__}")
+            return await self.pusher.send(  # type: ignore[call-arg]
+                app, device, shared.message, expires_at=shared.expires_at, first=first
+            )
+        except Exception as exc:  # a provider bug fails this push, not the service
+            log.error(
+                "push failed with %s",
+                type(exc).__name__,
+                extra={"fields": {"aor": device.aor, "token": mask_token(device.token)}},
+            )
+            return Rejected(f"internal error: {type(exc).__name__}")
+
+    def _answered(self, shared: SharedPush, index: int, outcome: Outcome, started: float) -> None:
+        """Account for, report and log one device's push outcome."""
+        device = shared.devices[index]
         answered = time.perf_counter()
         latency_ms = (answered - started) * 1000
         name = outcome_name(outcome)
@@ -948,6 +1023,174 @@ class Service:
                 "latency_ms": round(latency_ms, 1),
             },
         )
+
+    # --- push with wait:false, without a task -------------------------------------------------
+    def start_push(
+        self,
+        params: dict[str, JSON],
+        received: float,
+        reply: Callable[[JSON | ControlError], None],
+    ) -> bool:
+        """`push` for the common `wait: false` request to one device, without a task.
+
+        True: the push went out on an open provider connection and `reply(result or
+        ControlError)` will be called once, from whichever task finishes it (the
+        provider connection's reader, the deadline sweeper, shutdown, or a retry task).
+        False: nothing happened; run `call("push", params)` as usual. Only what is
+        answered exactly as `call` would answer it takes this path: explicitly
+        `wait: false`, valid params, one usable device, no push in flight for the AOR,
+        a store without read-through, a provider connection with a free stream.
+        Retries, replays and token refreshes go on in a task (`send(first=...)`).
+        """
+        start_send = getattr(self.pusher, "start_send", None)
+        if (
+            start_send is None
+            or params.get("wait") is not False
+            or self._nursery is None
+            or self.waiters.closed
+            or self.waiters.waiting + self._no_wait_in_flight >= self.waiters.max_waiting
+        ):
+            return False
+        try:
+            request = self._parse_push(params)
+        except ControlError:
+            return False
+        if request.aor and self.waiters.group(request.aor) is not None:
+            return False
+        if request.direct is not None:
+            device = request.direct
+        else:
+            if getattr(self.store, "fetch_devices", None) is not None:
+                return False
+            devices = self._targets(request.aor)
+            if len(devices) != 1:
+                return False
+            device = devices[0]
+        app = self.app_for(device)
+        if app is None or app.type != device.type:
+            return False
+        started = time.perf_counter()
+        expires_at = self._clock() + request.timeout
+        shared = SharedPush(request.aor, [device], request.message, expires_at, received)
+        push = _InlinePush(params, shared, app, reply, started)
+        cancel = start_send(
+            app, device, request.message, expires_at=expires_at, answered=push.answered
+        )
+        if cancel is None:
+            return False
+        push.cancel = cancel
+        push.service = self
+        self._pushed_inline += 1
+        self._no_wait_in_flight += 1
+        if self.observers:
+            notify(self.observers, "push_started", shared.call_id, shared.aor, shared.devices)
+        shared.sent = started
+        self._latency["push_out"].add((started - received) * 1000)
+        deadline = trio.current_time() + request.timeout
+        heap = self._inline
+        if len(heap) > 1024 and len(heap) > 4 * self._inline_live:
+            # Answered pushes leave their entries until their deadline: drop them now
+            # and then (amortised: at most one rebuild per 3/4 of the entries added).
+            heap[:] = [entry for entry in heap if entry[2].pending]
+            heapq.heapify(heap)
+        push.deadline = deadline
+        heapq.heappush(heap, (deadline, next(self._inline_count), push))
+        self._inline_live += 1
+        sweeper = self._inline_sweeper
+        if sweeper is not None and deadline < sweeper.deadline:
+            sweeper.deadline = deadline
+        return True
+
+    async def _expire_inline(self) -> None:
+        """Answer Timeout for the task-less pushes whose deadline passed (reset their stream)."""
+        heap = self._inline
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sweeper:
+                self._inline_sweeper = sweeper
+                await trio.sleep_forever()
+            self._inline_sweeper = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                push = heapq.heappop(heap)[2]
+                if not push.pending:
+                    continue
+                shared = push.shared
+                self._inline_failed(
+                    push,
+                    Timeout(
+                        f"the push to {shared.aor or 'the token'} did not complete before"
+                        " the deadline",
+                        data={"reason": "the push did not complete", "pushes": shared.report()},
+                    ),
+                )
+
+    def _inline_failed(self, push: _InlinePush, error: ControlError) -> None:
+        if push.task:
+            return  # its task answers (shutdown() cancels it)
+        push.cancel()
+        push.pending = False
+        self._inline_ended(push, type(error).__name__, error)
+
+    def _inline_ended(self, push: _InlinePush, status: str, answer: JSON | ControlError) -> None:
+        self._no_wait_in_flight -= 1
+        self._inline_live -= 1
+        self._count_request(status)
+        self._ended(push.params, status, push.shared.received)
+        push.reply(answer)
+
+    def _inline_answered(self, push: _InlinePush, outcome: Outcome | None) -> None:
+        """The provider answered a task-less push (from the connection's reader task)."""
+        if not push.pending:
+            return
+        if outcome is None or isinstance(outcome, RetryLater):
+            if self._nursery is None:
+                self._inline_failed(push, ShuttingDown("the sidecar is stopping"))
+                return
+            push.task = True
+            self._nursery.start_soon(self._finish_inline, push, outcome)
+            return
+        push.pending = False
+        shared = push.shared
+        try:
+            self._answered(shared, 0, outcome, push.started)
+        except Exception:  # e.g. the store refused the invalidation: answer all the same
+            log.exception("push: accounting for the answer failed")
+        shared.done.set()
+        if shared.delivered:
+            self._inline_ended(push, "pushed", {"status": "pushed", "pushes": shared.report()})
+        else:
+            self._inline_ended(push, "PushRejected", self._rejected(shared))
+
+    async def _finish_inline(self, push: _InlinePush, first: RetryLater | None) -> None:
+        """A retry, replay or token refresh: the push goes on as `send` does, in this task."""
+        shared = push.shared
+        scope = trio.CancelScope(deadline=push.deadline)
+        self._no_wait_scopes.add(scope)
+        outcome: Outcome | None = None
+        try:
+            with scope:
+                outcome = await self._pusher_send(push.app, shared.devices[0], shared, first)
+        finally:
+            self._no_wait_scopes.discard(scope)
+        push.pending = False
+        if outcome is not None:
+            self._answered(shared, 0, outcome, push.started)
+            shared.done.set()
+            if shared.delivered:
+                self._inline_ended(push, "pushed", {"status": "pushed", "pushes": shared.report()})
+            else:
+                self._inline_ended(push, "PushRejected", self._rejected(shared))
+        elif self.waiters.closed:
+            self._inline_ended(push, "ShuttingDown", ShuttingDown("the sidecar is stopping"))
+        else:
+            self._inline_ended(
+                push,
+                "Timeout",
+                Timeout(
+                    f"the push to {shared.aor or 'the token'} did not complete before the deadline",
+                    data={"reason": "the push did not complete", "pushes": shared.report()},
+                ),
+            )
 
     def _invalidate(self, device: Device, reason: str) -> None:
         now = self._clock()
@@ -1116,6 +1359,7 @@ class Service:
             "waiting": self.waiters.waiting,
             "pushing_without_wait": self._no_wait_in_flight,
             "overloaded_without_wait": self._overloaded_no_wait,
+            "pushed_without_task": self._pushed_inline,
             "registrations": self._registrations,
             "pushes": dict(self._pushes),
             "pushes_by_provider": {k: dict(v) for k, v in self._pushes_by_provider.items()},

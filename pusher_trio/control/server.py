@@ -8,6 +8,13 @@ write: the first task to reply writes what has queued up by then (`_send`), the
 others wait until their reply is written, so a client that stops reading still
 holds its requests (and stops being read) instead of growing a queue.
 
+The exception is the most common request under load, a `push` with `wait: false`
+to a provider connection that is already open: the service's `start_push` sends it
+from this reader and answers through `_Reply` from whichever task finishes it, with
+no task of its own (the task, its cancel scope and the coroutine chain it resumed
+cost about a third of the sidecar's CPU per push, `load.bench_service`). Its reply holds its slot until a writer task has
+written it, so the same bound on a connection's requests holds.
+
 Failure is per connection: broken framing or a message over 64 KiB gets one
 error reply with `id: null` and that connection is closed; a peer that goes
 away (EOF, reset) cancels its own requests; nothing reaches the listener or
@@ -68,15 +75,26 @@ def parse_tcp(tcp: str | tuple[str, int]) -> tuple[str, int]:
 
 
 class _Connection:
-    __slots__ = ("batch_written", "closing", "nursery", "outbox", "stream", "writing")
+    __slots__ = (
+        "batch_written",
+        "closing",
+        "held",
+        "nursery",
+        "outbox",
+        "slots",
+        "stream",
+        "writing",
+    )
 
-    def __init__(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
+    def __init__(self, stream: trio.abc.Stream, nursery: trio.Nursery, slots: int) -> None:
         self.stream = stream
         self.nursery = nursery
         self.closing = False
         self.outbox: list[bytes] = []  # replies not yet taken by a write
         self.batch_written = trio.Event()  # set when the outbox's current batch is written
         self.writing = False
+        self.slots = trio.Semaphore(slots)  # requests running or with a reply unwritten
+        self.held = 0  # slots held by task-less replies in the outbox (the writer frees them)
 
 
 class ControlServer:
@@ -260,18 +278,21 @@ class ControlServer:
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         async with stream, trio.open_nursery() as nursery:
-            conn = _Connection(stream, nursery)
+            conn = _Connection(stream, nursery, self.max_in_flight)
             self._connections.add(conn)
             try:
                 await self._read_loop(conn)
             finally:
                 # EOF, framing error or a dead peer: its requests have nobody to answer.
                 self._connections.discard(conn)
+                conn.closing = True
+                self._free_held(conn)
                 nursery.cancel_scope.cancel()
 
     async def _read_loop(self, conn: _Connection) -> None:
         decoder = NetstringDecoder()
-        slots = trio.Semaphore(self.max_in_flight)
+        slots = conn.slots
+        start_push = getattr(self.service, "start_push", None)
         while not conn.closing:
             try:
                 data = await conn.stream.receive_some(READ_SIZE)
@@ -306,6 +327,17 @@ class ControlServer:
                 except trio.WouldBlock:
                     await slots.acquire()  # backpressure: stop reading at max_in_flight
                 self._in_flight += 1
+                if (
+                    start_push is not None
+                    and request.method == "push"
+                    and not request.is_notification
+                    and type(request.params) is dict
+                ):
+                    self._stats["requests"] += 1
+                    reply = _Reply(self, conn, request.id)
+                    if start_push(request.params, received, reply):
+                        continue
+                    self._stats["requests"] -= 1  # counted again where it runs
                 conn.nursery.start_soon(self._run_request, conn, request, received, slots)
 
     async def _run_request(
@@ -358,21 +390,80 @@ class ControlServer:
         if conn.writing:
             await conn.batch_written.wait()
             return
+        await self._write_out(conn)
+
+    def _queue(self, conn: _Connection, data: bytes) -> None:
+        """A task-less request's reply: queue it, holding its slot until it is written."""
+        if conn.closing:
+            self._release(conn.slots)
+            return
+        conn.outbox.append(data)
+        conn.held += 1
+        if not conn.writing:
+            conn.writing = True  # the writer task to come
+            conn.nursery.start_soon(self._write_out, conn)
+
+    async def _write_out(self, conn: _Connection) -> None:
         conn.writing = True
         try:
             await trio.lowlevel.checkpoint()  # replies ready in this same tick join the batch
             while conn.outbox and not conn.closing:
                 batch, conn.outbox = conn.outbox, []
+                held, conn.held = conn.held, 0
                 written, conn.batch_written = conn.batch_written, trio.Event()
                 try:
                     await conn.stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
                 finally:
                     written.set()
+                    for _ in range(held):
+                        self._release(conn.slots)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._stats["write_failures"] += 1
             conn.closing = True
             conn.nursery.cancel_scope.cancel()
         finally:
             conn.writing = False
+            self._free_held(conn)
             conn.batch_written.set()  # nobody waits for ever on a batch no one will write
             conn.batch_written = trio.Event()
+
+    def _free_held(self, conn: _Connection) -> None:
+        """The slots of task-less replies that will never be written (connection gone)."""
+        if conn.closing and conn.held:
+            conn.outbox.clear()
+            held, conn.held = conn.held, 0
+            for _ in range(held):
+                self._release(conn.slots)
+
+    def _release(self, slots: trio.Semaphore) -> None:
+        slots.release()
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+
+class _Reply:
+    """How a task-less `push` (the service's `start_push`) answers: call it once."""
+
+    __slots__ = ("_conn", "_id", "_server")
+
+    def __init__(self, server: ControlServer, conn: _Connection, request_id: Any) -> None:
+        self._server = server
+        self._conn = conn
+        self._id = request_id
+
+    def __call__(self, answer: Any) -> None:
+        server = self._server
+        stats = server._stats
+        if isinstance(answer, ControlError):
+            stats["errors"] += 1
+            reply = jsonrpc.encode_error(self._id, answer)
+        else:
+            try:
+                reply = jsonrpc.encode_result(self._id, answer)
+            except (ValueError, TypeError, RecursionError):
+                stats["errors"] += 1
+                log.exception("control method push: the result cannot be encoded")
+                reply = jsonrpc.encode_error(self._id, InternalError("internal error"))
+        stats["replies"] += 1
+        server._queue(self._conn, reply)

@@ -20,6 +20,10 @@ backoff (or the server's Retry-After) while the caller's cancel-scope deadline
 (`trio.current_effective_deadline()`) and `expires_at` leave room; otherwise the last
 `RetryLater` is returned as it is. A send that cannot finish before the caller's cancel
 scope expires is simply cancelled (only its HTTP/2 stream is reset).
+
+`start_send` is the first attempt of `send` without a task, when an APNs or FCM
+connection is open with a free stream and the credential is at hand; the rest
+(retries after backoff, replays, a new token) is `send(..., first=...)`'s.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from .transport import (
     ConnectionLost,
     Origin,
     Pool,
+    Replay,
     StreamReset,
     TransportError,
     make_ssl_context,
@@ -228,14 +233,23 @@ class Providers:
     # --- the Pusher protocol ---------------------------------------------------------
 
     async def send(
-        self, app: App, device: Device, message: PushMessage, *, expires_at: float
+        self,
+        app: App,
+        device: Device,
+        message: PushMessage,
+        *,
+        expires_at: float,
+        first: RetryLater | None = None,
     ) -> Outcome:
+        """Push to one device; `first`: a first attempt's answer (`start_send`), go on from it."""
         attempt = 0
+        outcome: Outcome | None = first
         while True:
-            try:
-                outcome = await self._send_once(app, device, message, expires_at)
-            except (TransportError, trio.TooSlowError) as error:  # pragma: no cover - belt
-                outcome = RetryLater(f"transport: {error}")
+            if outcome is None:
+                try:
+                    outcome = await self._send_once(app, device, message, expires_at)
+                except (TransportError, trio.TooSlowError) as error:  # pragma: no cover - belt
+                    outcome = RetryLater(f"transport: {error}")
             if not isinstance(outcome, RetryLater):
                 break
             delay = self._retry_delay(outcome, attempt)
@@ -253,10 +267,116 @@ class Providers:
                 delay,
             )
             await trio.sleep(delay)
+            outcome = None
+        return self._ended(app, device, outcome)
+
+    def _ended(self, app: App, device: Device, outcome: Outcome) -> Outcome:
         self.pushes[outcome_name(outcome)] += 1
         if not isinstance(outcome, Delivered):
             log.info("push to %s of %s: %r", mask_token(device.token), app.app_id, outcome)
         return outcome
+
+    def start_send(
+        self,
+        app: App,
+        device: Device,
+        message: PushMessage,
+        *,
+        expires_at: float,
+        answered: Callable[[Outcome | None], None],
+    ) -> Callable[[], None] | None:
+        """`send` without a task, when the push can go out at once on an open connection.
+
+        Returns a function that gives the push up (its stream is reset, `answered` is
+        not called), or None when nothing was sent: then use `send`. `answered` runs
+        once from the connection's reader task with the final Outcome, or with None or
+        a `RetryLater` when the push is not done: finish it with
+        `send(..., first=that)` (None: the server did not process it, or a new token
+        is needed; a `RetryLater` is retried after its backoff).
+        """
+        if self._nursery is None or self._closed:
+            return None
+        try:
+            if app.type == "apple" and isinstance(app.auth, AppleCertAuth | AppleTokenAuth):
+                pool = self._pool_for(app)
+                now = self._clock()
+                token = None
+                if isinstance(app.auth, AppleTokenAuth):
+                    token = self._provider_tokens.token(app.auth, now)
+                request = apns.build_request(app, device, message, token, now, expires_at)
+                interpret: Callable[[HttpResponse], Outcome | None] = self._apns_answer(app, token)
+            elif app.type == "firebase" and isinstance(app.auth, FirebaseAuth):
+                now = self._clock()
+                account = self._fcm_accounts.get(app.auth.service_account["client_email"])
+                access = account.cache.get(now) if account is not None else None
+                if access is None:
+                    return None  # the OAuth exchange is `send`'s
+                pool = self._pool_for(app)
+                request = fcm.build_request(app, device, message, access, now, expires_at)
+                prefix = urllib.parse.urlsplit(app.auth.base_url).path.rstrip("/")
+                if prefix and not isinstance(request, Rejected):
+                    request = attrs.evolve(request, path=prefix + request.path)
+                interpret = self._fcm_answer(app.auth, access)
+            else:
+                return None
+        except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+            return None  # `send` reports it as the outcome it is
+        if isinstance(request, Rejected):
+            return None
+
+        def finished(stream: Any) -> None:
+            outcome: Outcome | None
+            try:
+                error = stream.error
+                if error is None:
+                    outcome = interpret(stream.response())
+                elif isinstance(error, Replay):
+                    outcome = None
+                elif isinstance(error, StreamReset):
+                    outcome = Rejected(str(error))
+                else:
+                    outcome = RetryLater(str(error))
+                if outcome is not None and not isinstance(outcome, RetryLater):
+                    outcome = self._ended(app, device, outcome)
+            except Exception as exc:  # never into the connection's reader task
+                log.exception("push answer: %s", type(exc).__name__)
+                outcome = self._ended(
+                    app, device, Rejected(f"internal error: {type(exc).__name__}")
+                )
+            try:
+                answered(outcome)
+            except Exception:  # the caller's bug: it must not end this connection
+                log.exception("push answer callback failed")
+
+        started = pool.start(request, finished)
+        return None if started is None else started.cancel
+
+    def _apns_answer(self, app: App, token: str | None) -> Callable[[HttpResponse], Outcome | None]:
+        def interpret(response: HttpResponse) -> Outcome | None:
+            answer = apns.interpret_response(response.status, response.headers, response.body)
+            if not isinstance(answer, apns.RefreshProviderToken):
+                return answer
+            if not (
+                isinstance(app.auth, AppleTokenAuth)
+                and token is not None
+                and self._provider_tokens.refresh_after_rejection(app.auth, token, self._clock())
+            ):
+                return AuthFailed(f"403 {answer.reason}")
+            return None  # `send` pushes again with the new token
+
+        return interpret
+
+    def _fcm_answer(
+        self, auth: FirebaseAuth, access: str
+    ) -> Callable[[HttpResponse], Outcome | None]:
+        def interpret(response: HttpResponse) -> Outcome | None:
+            answer = fcm.interpret_response(response.status, response.headers, response.body)
+            if not isinstance(answer, fcm.RefreshAccessToken):
+                return answer
+            self._fcm_accounts[auth.service_account["client_email"]].cache.invalidate(access)
+            return None  # `send` fetches a new access token and pushes again
+
+        return interpret
 
     def _retry_delay(self, outcome: RetryLater, attempt: int) -> float:
         if outcome.after is not None:

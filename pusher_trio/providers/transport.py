@@ -37,6 +37,10 @@ stream its caller gave up on) is PINGed and takes no new stream until it answers
 A connection unused for `idle_timeout` (DESIGN §9, `[push] idle_timeout`) closes with
 GOAWAY (NO_ERROR); the next request opens a new one.
 
+`Pool.start` is `Pool.request` without a task, for a connection that is open and has
+a free stream (else it returns None and sends nothing): the answer, or the error
+`Pool.request` would raise or replay, is handed to a callback from the reader task.
+
 Exceptions that escape `Pool.request`: `ConnectError`, `ConnectionLost`, `StreamReset`
 (all `TransportError`, with the underlying error as `__cause__`) and trio.Cancelled.
 """
@@ -49,7 +53,7 @@ import os
 import random
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -153,6 +157,9 @@ class _Replay(Exception):
     """Not processed by the server (above a GOAWAY's last_stream_id, or REFUSED_STREAM)."""
 
 
+Replay = _Replay  # what a started request's stream error says when it should be sent again
+
+
 @attrs.frozen
 class Origin:
     host: str
@@ -190,10 +197,20 @@ class _Stream:
 
     `finish()` / `wait()` are a one-shot event without `trio.Event`'s parking lot
     (an object and a dict per request): the waiters are the requesting task and, at
-    most, `aclose`.
+    most, `aclose`. A request started without a task (`Pool.start`) has a `callback`
+    instead, run by `finish()` in the task that finished the stream.
     """
 
-    __slots__ = ("_waiters", "body", "error", "finished", "headers", "sent_at", "status")
+    __slots__ = (
+        "_waiters",
+        "body",
+        "callback",
+        "error",
+        "finished",
+        "headers",
+        "sent_at",
+        "status",
+    )
 
     def __init__(self, sent_at: float) -> None:
         self.sent_at = sent_at
@@ -202,6 +219,7 @@ class _Stream:
         self.body = bytearray()
         self.error: BaseException | None = None
         self.finished = False
+        self.callback: Callable[[_Stream], None] | None = None
         self._waiters: list[trio.lowlevel.Task] = []
 
     def finish(self) -> None:
@@ -211,6 +229,12 @@ class _Stream:
         waiters, self._waiters = self._waiters, []
         for task in waiters:
             trio.lowlevel.reschedule(task)
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(self)
+
+    def response(self) -> HttpResponse:
+        return HttpResponse(self.status, self.headers, bytes(self.body))
 
     async def wait(self) -> None:
         if self.finished:
@@ -224,6 +248,33 @@ class _Stream:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Started:
+    """A request that `Pool.start` sent without a task: `cancel()` gives it up.
+
+    Its callback runs once, with the finished `_Stream` (`status`, `headers`, `body`,
+    or `error`: `ConnectionLost`, `StreamReset`, or `Replay`, meaning the server did
+    not process it and `Pool.request` should send it again), unless cancelled first.
+    """
+
+    __slots__ = ("_connection", "_stream", "_stream_id")
+
+    def __init__(self, connection: Connection, stream_id: int, stream: _Stream) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+        self._stream = stream
+
+    def cancel(self) -> None:
+        """Reset the stream (the connection stays) and drop the callback."""
+        stream = self._stream
+        if stream.finished:
+            return
+        stream.callback = None
+        connection = self._connection
+        connection._abandon(self._stream_id, stream)
+        stream.finish()  # once: `aclose` waits for no stream given up
+        connection._release()
 
 
 def goaway_reason(debug_data: bytes | None) -> str:
@@ -450,31 +501,7 @@ class Connection:
     async def request(self, request: HttpRequest) -> HttpResponse:
         """Send one request on this connection (the caller holds a slot: `active`)."""
         try:
-            if not self.usable:
-                raise _Replay
-            headers = [
-                (b":method", request.method.encode()),
-                (b":scheme", b"https"),
-                (b":authority", self._authority),
-                (b":path", request.path.encode()),
-            ]
-            headers += [(name.encode(), value.encode()) for name, value in request.headers]
-            if request.body:
-                headers.append((b"content-length", str(len(request.body)).encode()))
-            try:
-                stream_id = self._h2.send_headers(headers, end_stream=not request.body)
-            except h2wire.NoStreamIds:
-                # 2^31 streams used up (days at full rate): retire it, use a new one.
-                self.goaway = True
-                self._changed()
-                raise _Replay from None
-            except h2wire.TooManyStreams:
-                raise _Replay from None
-            stream = _Stream(trio.current_time())
-            if self._owed_since is None:
-                self._owed_since = stream.sent_at
-            self._streams[stream_id] = stream  # after send_headers: h2 counts it from here
-            self.requests += 1
+            stream_id, stream = self._open(request)
             try:
                 if request.body:
                     await self._send_body(stream_id, request.body)
@@ -486,12 +513,71 @@ class Connection:
                 raise
             if stream.error is not None:
                 raise stream.error
-            return HttpResponse(stream.status, stream.headers, bytes(stream.body))
+            return stream.response()
         finally:
-            self.active -= 1
-            self._last_used = trio.current_time()
-            if self._on_change is not None:
-                self._on_change()
+            self._release()
+
+    def start(self, request: HttpRequest, callback: Callable[[_Stream], None]) -> Started | None:
+        """`request` without a task: send it now, run `callback` when its stream ends.
+
+        None (nothing sent) when it cannot go out whole at once here: no stream id
+        left, or a body bigger than the send window. The caller then uses `request`.
+        """
+        h2 = self._h2
+        body = request.body
+        if body and len(body) > min(h2.send_window, h2.initial_window, h2.max_frame_size):
+            return None
+        self.active += 1
+        try:
+            stream_id, stream = self._open(request)
+        except _Replay:
+            self._release()
+            return None
+        if body:
+            h2.send_data(stream_id, body, end_stream=True)
+        self._kick()
+
+        def finished(stream: _Stream) -> None:
+            self._release()
+            callback(stream)
+
+        stream.callback = finished
+        return Started(self, stream_id, stream)
+
+    def _open(self, request: HttpRequest) -> tuple[int, _Stream]:
+        if not self.usable:
+            raise _Replay
+        headers = [
+            (b":method", request.method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", self._authority),
+            (b":path", request.path.encode()),
+        ]
+        headers += [(name.encode(), value.encode()) for name, value in request.headers]
+        if request.body:
+            headers.append((b"content-length", str(len(request.body)).encode()))
+        try:
+            stream_id = self._h2.send_headers(headers, end_stream=not request.body)
+        except h2wire.NoStreamIds:
+            # 2^31 streams used up (days at full rate): retire it, use a new one.
+            self.goaway = True
+            self._changed()
+            raise _Replay from None
+        except h2wire.TooManyStreams:
+            raise _Replay from None
+        stream = _Stream(trio.current_time())
+        if self._owed_since is None:
+            self._owed_since = stream.sent_at
+        self._streams[stream_id] = stream  # after send_headers: h2 counts it from here
+        self.requests += 1
+        return stream_id, stream
+
+    def _release(self) -> None:
+        """A request gives its slot back."""
+        self.active -= 1
+        self._last_used = trio.current_time()
+        if self._on_change is not None:
+            self._on_change()
 
     async def _send_body(self, stream_id: int, body: bytes) -> None:
         sent = 0
@@ -809,6 +895,28 @@ class Pool:
         raise ConnectionLost(
             f"{self.origin.authority}: request not processed after {MAX_REPLAYS} tries"
         )
+
+    def start(self, request: HttpRequest, callback: Callable[[_Stream], None]) -> Started | None:
+        """`request` on an open connection with a free stream, without a task.
+
+        None when there is none (connecting, all full, backing off): nothing was sent,
+        the caller uses `request`. `callback` runs once with the finished stream.
+        """
+        if self.closed:
+            return None
+        self._prune()
+        for connection in self._connections:
+            if connection.usable and connection.active < connection.capacity:
+
+                def finished(stream: _Stream) -> None:
+                    if isinstance(stream.error, _Replay):
+                        self.replays += 1
+                    elif stream.error is None:
+                        self._failures = 0
+                    callback(stream)
+
+                return connection.start(request, finished)
+        return None
 
     def _on_change(self) -> None:
         if self._waiting:

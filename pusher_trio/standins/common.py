@@ -230,6 +230,7 @@ class StandIn:
         self.connections = 0
         self.open_connections = 0
         self.goaways = 0
+        self.client_resets = 0  # streams the client reset (RST_STREAM from the client)
         self.client_goaways = 0  # GOAWAY frames received from clients (a clean close)
         self.client_goaway_codes: list[int] = []  # their error codes, in order
 
@@ -467,6 +468,8 @@ class _ServerConnection:
                 self._dispatch(event.stream_id, entry[0], bytes(entry[1]), nursery)
         elif isinstance(event, h2.events.StreamReset):
             self.pending.pop(event.stream_id, None)
+            if event.remote_reset:
+                self.server.client_resets += 1
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.server.client_goaways += 1
             self.server.client_goaway_codes.append(int(event.error_code or 0))
