@@ -12,8 +12,9 @@ The exception is the most common request under load, a `push` with `wait: false`
 to a provider connection that is already open: the service's `start_push` sends it
 from this reader and answers through `_Reply` from whichever task finishes it, with
 no task of its own (the task, its cancel scope and the coroutine chain it resumed
-cost about a third of the sidecar's CPU per push, `load.bench_service`). Its reply holds its slot until a writer task has
-written it, so the same bound on a connection's requests holds.
+cost about a third of the sidecar's CPU per push, `load.bench_service`). Its reply
+holds its slot until a writer task has written it, so the same bound on a
+connection's requests holds.
 
 Failure is per connection: broken framing or a message over 64 KiB gets one
 error reply with `id: null` and that connection is closed; a peer that goes
