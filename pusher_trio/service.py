@@ -408,6 +408,7 @@ class _InlinePush:
     __slots__ = (
         "app",
         "cancel",
+        "cell",
         "deadline",
         "params",
         "pending",
@@ -433,6 +434,7 @@ class _InlinePush:
         self.started = started
         self.cancel: Callable[[], None] = _nothing
         self.deadline = math.inf  # trio time
+        self.cell: list[_InlinePush | None] = [self]  # what the deadline heap holds
         self.service: Service | None = None
         self.pending = True  # not answered yet
         self.task = False  # a retry task finishes it
@@ -485,7 +487,8 @@ class Service:
         self._no_wait_scopes: set[trio.CancelScope] = set()  # shutdown() cancels them
         self._overloaded_no_wait = 0
         # wait=false pushes sent without a task (`start_push`): their deadlines, soonest first
-        self._inline: list[tuple[float, int, _InlinePush]] = []
+        # (an answered push empties its cell: its objects are freed at once, in a warm cache)
+        self._inline: list[tuple[float, int, list[_InlinePush | None]]] = []
         self._inline_live = 0
         self._inline_count = itertools.count()
         self._inline_sweeper: trio.CancelScope | None = None
@@ -545,7 +548,7 @@ class Service:
         """
         for scope in self._no_wait_scopes:
             scope.cancel()
-        inline = [push for _, _, push in self._inline if push.pending and not push.task]
+        inline = [p for _, _, (p,) in self._inline if p is not None and not p.task]
         self._inline.clear()
         for push in inline:
             self._inline_failed(push, ShuttingDown("the sidecar is stopping"))
@@ -1091,10 +1094,10 @@ class Service:
         if len(heap) > 1024 and len(heap) > 4 * self._inline_live:
             # Answered pushes leave their entries until their deadline: drop them now
             # and then (amortised: at most one rebuild per 3/4 of the entries added).
-            heap[:] = [entry for entry in heap if entry[2].pending]
+            heap[:] = [entry for entry in heap if entry[2][0] is not None]
             heapq.heapify(heap)
         push.deadline = deadline
-        heapq.heappush(heap, (deadline, next(self._inline_count), push))
+        heapq.heappush(heap, (deadline, next(self._inline_count), push.cell))
         self._inline_live += 1
         sweeper = self._inline_sweeper
         if sweeper is not None and deadline < sweeper.deadline:
@@ -1111,8 +1114,8 @@ class Service:
             self._inline_sweeper = None
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                push = heapq.heappop(heap)[2]
-                if not push.pending:
+                push = heapq.heappop(heap)[2][0]
+                if push is None:
                     continue
                 shared = push.shared
                 self._inline_failed(
@@ -1132,6 +1135,7 @@ class Service:
         self._inline_ended(push, type(error).__name__, error)
 
     def _inline_ended(self, push: _InlinePush, status: str, answer: JSON | ControlError) -> None:
+        push.cell[0] = None
         self._no_wait_in_flight -= 1
         self._inline_live -= 1
         self._count_request(status)
