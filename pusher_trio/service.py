@@ -1153,6 +1153,9 @@ class Service:
             push.task = True
             self._nursery.start_soon(self._finish_inline, push, outcome)
             return
+        self._inline_outcome(push, outcome)
+
+    def _inline_outcome(self, push: _InlinePush, outcome: Outcome) -> None:
         push.pending = False
         shared = push.shared
         try:
@@ -1174,17 +1177,17 @@ class Service:
         try:
             with scope:
                 outcome = await self._pusher_send(push.app, shared.devices[0], shared, first)
+        except BaseException:  # the service itself is cancelled: still answer
+            push.pending = False
+            self._inline_ended(push, "ShuttingDown", ShuttingDown("the sidecar is stopping"))
+            raise
         finally:
             self._no_wait_scopes.discard(scope)
-        push.pending = False
         if outcome is not None:
-            self._answered(shared, 0, outcome, push.started)
-            shared.done.set()
-            if shared.delivered:
-                self._inline_ended(push, "pushed", {"status": "pushed", "pushes": shared.report()})
-            else:
-                self._inline_ended(push, "PushRejected", self._rejected(shared))
-        elif self.waiters.closed:
+            self._inline_outcome(push, outcome)
+            return
+        push.pending = False
+        if self.waiters.closed:
             self._inline_ended(push, "ShuttingDown", ShuttingDown("the sidecar is stopping"))
         else:
             self._inline_ended(

@@ -336,7 +336,12 @@ class ControlServer:
                 ):
                     self._stats["requests"] += 1
                     reply = _Reply(self, conn, request.id)
-                    if start_push(request.params, received, reply):
+                    try:
+                        started = start_push(request.params, received, reply)
+                    except Exception:  # a bug there: the usual path answers
+                        log.exception("control method push: the task-less start failed")
+                        started = False
+                    if started:
                         continue
                     self._stats["requests"] -= 1  # counted again where it runs
                 conn.nursery.start_soon(self._run_request, conn, request, received, slots)

@@ -341,6 +341,32 @@ async def test_rejected_push_over_the_socket(tmp_path: Path) -> None:
     assert info.value.data["reasons"] == ["Unregistered"]
 
 
+class BrokenStartPusher(FakePusher):
+    """A pusher whose task-less start has a bug: it raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts = 0
+
+    def start_send(self, *args: Any, **kwargs: Any) -> None:
+        self.starts += 1
+        raise RuntimeError("bug in start_send")
+
+
+async def test_a_broken_taskless_start_falls_back_to_the_usual_path(tmp_path: Path) -> None:
+    pusher = BrokenStartPusher()
+    with trio.fail_after(10):
+        async with control_server(tmp_path, pusher=pusher) as (_, _, unix, _):
+            async with open_control(unix) as control:
+                first = await control.call("push", {"aor": ALICE, "wait": False})
+                second = await control.call("push", {"aor": BOB, "wait": False})
+                status = await control.call("status", {})
+    assert pusher.starts == 2 and [s.device.aor for s in pusher.sent] == [ALICE, BOB]
+    assert first["status"] == second["status"] == "pushed"
+    assert status["pushed_without_task"] == 0
+    assert status["control"]["requests"] == 3 and status["control"]["errors"] == 0
+
+
 # --- shutdown ------------------------------------------------------------------------------------
 
 
