@@ -121,9 +121,14 @@ Event = Registered | Unregistered
 # --- params ----------------------------------------------------------------------
 
 
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
 def _unquote_value(value: str) -> str:
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        value = value[1:-1]
+        if "\\" in value:  # a quoted-pair (RFC 3261 §25.1): rare, and a regex is not free
+            value = _QUOTED_PAIR.sub(r"\1", value)
     return unquote(value) if "%" in value else value
 
 
