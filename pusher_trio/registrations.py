@@ -353,6 +353,19 @@ def target_from_params(
     First match wins (DESIGN §8): RFC 8599, legacy pn-type/pn-tok/app-id, the
     User-Agents mapping. The device is identified by `+sip.instance`, else the token.
     """
+    return _target(params, instance, aor, contact, user_agent, user_agents, now)
+
+
+def _target(
+    params: Mapping[str, str],
+    instance: str | None,
+    aor: str,
+    contact: str,
+    user_agent: str,
+    user_agents: Mapping[str, Any],
+    now: float,
+) -> Device | None:
+    """target_from_params, called positionally (once per Contact of a new phone)."""
     found = _rfc8599(params)
     if found is None:
         found = _by_names(params, "app-id", "pn-type", "pn-tok", {"source": "legacy"})
@@ -365,19 +378,20 @@ def target_from_params(
     if found is None:
         return None
     type_, app, token, sandbox, push_type, extra = found
+    # positional, in Device's field order: keywords cost ~0.5 us more per device here
     return Device(
-        aor=aor,
-        device_id=instance or token,
-        type=type_,
-        app=sys.intern(app),  # a few apps, a million records: one string each
-        token=token,
-        sandbox=sandbox,
-        push_type=push_type,
-        extra=extra if type_ == "webpush" else _shared_extra(extra),
-        user_agent=user_agent,
-        contact=contact,
-        bound=True,
-        last_registered=now,
+        aor,
+        instance or token,  # device_id
+        type_,
+        sys.intern(app),  # a few apps, a million records: one string each
+        token,
+        sandbox,
+        push_type,
+        extra if type_ == "webpush" else _shared_extra(extra),
+        user_agent,
+        contact,
+        True,  # bound
+        now,  # last_registered
     )
 
 
@@ -603,15 +617,7 @@ def _events(
     devices: dict[str, Device] = {}
     gone: list[str] = []
     for b in req.bindings:
-        device = target_from_params(
-            b.params,
-            b.instance,
-            aor=req.aor,
-            contact=b.uri,
-            user_agent=req.user_agent,
-            user_agents=user_agents,
-            now=now,
-        )
+        device = _target(b.params, b.instance, req.aor, b.uri, req.user_agent, user_agents, now)
         if b.expires > 0:
             if bound_uri is None:
                 bound_uri, bound_instance = b.uri, b.instance
