@@ -54,7 +54,7 @@ import trio
 
 import sip
 
-from .model import mask_token
+from .model import Device, mask_token
 from .registrations import Registered, RegistrationTable, Unregistered
 from .store import Store
 
@@ -81,6 +81,11 @@ _ALLOW_CACHE_MAX = 4096
 _LOG_INTERVAL = 10.0  # seconds between two logs of unexpected errors
 
 _NO_MAPPING: Mapping[str, Any] = {}
+# module globals: one lookup per datagram instead of two
+_hep_sip_fields = sip.hep_sip_fields
+_peek_request = sip.peek_request
+_peek_response = sip.peek_response
+SipParseError = sip.SipParseError
 
 
 COUNTERS = (
@@ -274,11 +279,11 @@ class Sniffer:
         if data[:4] == b"HEP3":
             stats["hep"] += 1
             # the three fields we need in one C-level match; decode_hep for odd packets
-            fields = sip.hep_sip_fields(data)
+            fields = _hep_sip_fields(data)
             if fields is None:
                 try:
                     packet = sip.decode_hep(data)
-                except sip.SipParseError:
+                except SipParseError:
                     stats["dropped_malformed"] += 1
                     return
                 fields = (packet.payload_type, packet.auth_key, packet.payload)
@@ -296,8 +301,17 @@ class Sniffer:
                 return
             payload = data
         try:
+            # The usual REGISTER, kept as bytes until its 2xx: no events now, nothing else
+            # to do (the rest of the lazy path is in _handle_sip).
+            if payload[:9] == b"REGISTER " and self.table.require_2xx:
+                peek = _peek_request(payload)
+                if peek is not None and peek[3] == "REGISTER":
+                    self.table.apply_register(payload, peek[1], peek[2], now, _NO_MAPPING)
+                    stats["registers_lazy"] += 1
+                    stats["registers"] += 1
+                    return
             self._handle_sip(payload, now)
-        except sip.SipParseError:
+        except SipParseError:
             stats["dropped_malformed"] += 1
         except Exception:
             stats["errors"] += 1
@@ -308,19 +322,15 @@ class Sniffer:
         table = self.table
         # Pre-filter: the first bytes say request or response, the CSeq line the method.
         if payload[:9] == b"REGISTER ":
-            # Lazy: with require_2xx, keep the bytes; the table parses them if a 2xx comes.
-            peek = sip.peek_request(payload) if table.require_2xx else None
-            if peek is not None and peek[3] == "REGISTER":
-                stats["registers_lazy"] += 1
-                events = table.apply_register(payload, peek[1], peek[2], now, {})
-            else:
-                message = sip.parse_message(payload)
-                stats["parsed"] += 1
-                user_agents = _NO_MAPPING if table.require_2xx else self._user_agents()
-                events = table.apply(message, now, user_agents)
+            # not the lazy path (handle_datagram takes that): an unusual layout, or
+            # require_2xx off (a REGISTER copy counts at once)
+            message = sip.parse_message(payload)
+            stats["parsed"] += 1
+            user_agents = _NO_MAPPING if table.require_2xx else self._user_agents()
+            events = table.apply(message, now, user_agents)
             stats["registers"] += 1
         elif payload[:8] == b"SIP/2.0 ":
-            peek_response = sip.peek_response(payload)
+            peek_response = _peek_response(payload)
             if peek_response is not None:
                 status, call_id, number, method = peek_response
                 if method != "REGISTER":
@@ -342,6 +352,8 @@ class Sniffer:
             # the mapping is looked up only if the REGISTER's extraction needs it
             events = table.apply_response(call_id, number, status, now, self._user_agents)
             stats["responses"] += 1
+            if not events:
+                return
         elif sip.looks_like_request_or_keepalive(payload):
             stats["ignored_not_register"] += 1
             return
@@ -352,23 +364,28 @@ class Sniffer:
                 stats["registrations"] += 1
                 if event.devices:
                     changed = self.store.put_devices(event.devices)
-                    stats["devices_changed"] += len(changed)
-                    # the masked tokens cost more than the rest of a device's write path
-                    for d in changed if log.isEnabledFor(logging.DEBUG) else ():
-                        log.debug(
-                            "token learned: aor=%s device=%s type=%s app=%s token=%s",
-                            d.aor,
-                            mask_token(d.device_id) if d.device_id == d.token else d.device_id,
-                            d.type,
-                            d.app,
-                            mask_token(d.token),
-                        )
+                    if changed:
+                        stats["devices_changed"] += len(changed)
+                        if log.isEnabledFor(logging.DEBUG):
+                            self._log_learned(changed)
                 self._on_registered(event)
             else:
                 stats["unregistrations"] += 1
                 self.store.unbind(event.aor, event.device_ids)
                 if self._on_unregistered is not None:
                     self._on_unregistered(event)
+
+    def _log_learned(self, changed: list[Device]) -> None:
+        # the masked tokens cost more than the rest of a device's write path
+        for d in changed:
+            log.debug(
+                "token learned: aor=%s device=%s type=%s app=%s token=%s",
+                d.aor,
+                mask_token(d.device_id) if d.device_id == d.token else d.device_id,
+                d.type,
+                d.app,
+                mask_token(d.token),
+            )
 
     def _allowed(self, source: str) -> bool:
         try:

@@ -284,7 +284,27 @@ class MemoryStore:
         changed: list[Device] = []
         with self._lock:
             for device in devices:
-                old = self.device(device.aor, device.device_id)
+                aor = device.aor
+                old = self._devices.get(aor)
+                if (
+                    type(old) is Device
+                    and old.device_id == device.device_id
+                    and _registration_fields(old) == _registration_fields(device)
+                ):
+                    # The usual refresh: the AOR's only record, registered again. What the
+                    # general way below does for it, without its lookups: the entry of a
+                    # one-record AOR is keyed by the AOR (see _written_key).
+                    written = self._written_at.get(aor, old.last_registered)
+                    if device.last_registered - written < self._refresh_interval:
+                        if old.aor is not aor:
+                            aor = old.aor  # keep one string per AOR (see _set)
+                            _adopt(device, "aor", aor)
+                        self._devices[aor] = device
+                        self._stats["device_writes_skipped"] += 1
+                        if written != device.last_registered:
+                            self._written_at[aor] = written
+                        continue
+                old = self.device(aor, device.device_id)
                 if old is None:
                     self._count += 1
                 self._set(device)

@@ -39,10 +39,28 @@ _MAX_CSEQ = _abnf.MAX_CSEQ
 _T = TypeVar("_T")
 
 
-def _fields(payload: bytes, first: _T) -> tuple[_T, str, int, str] | None:
-    """(first, Call-ID, CSeq number, CSeq method) of a usual layout, else None (hot path)."""
+def _head_end(payload: bytes) -> int:
+    """Where the header block's CRLF CRLF starts, or -1 for an unusual layout (hot path).
+
+    A message without a body (REGISTER, its responses) ends with CRLF CRLF: one search
+    then says both that no line is unusual and that no CRLF CRLF comes earlier (an
+    earlier one holds a LF followed by CR), sparing the search for the first CRLF CRLF.
+    Whatever that search finds (a body, a LF right before the last CRLF CRLF), the
+    general way decides, so both ways answer alike.
+    """
+    size = len(payload)
+    if payload[size - 4 :] == b"\r\n\r\n" and _UNUSUAL.search(payload, 0, size - 2) is None:
+        return size - 4
     end = payload.find(b"\r\n\r\n")
     if end < 0 or _UNUSUAL.search(payload, 0, end) is not None:
+        return -1
+    return end
+
+
+def _fields(payload: bytes, first: _T) -> tuple[_T, str, int, str] | None:
+    """(first, Call-ID, CSeq number, CSeq method) of a usual layout, else None (hot path)."""
+    end = _head_end(payload)
+    if end < 0:
         return None
     m = _CSEQ.search(payload, 0, end + 2)
     if m is None or m.group(1) is None:
@@ -61,8 +79,8 @@ def _fields(payload: bytes, first: _T) -> tuple[_T, str, int, str] | None:
 
 def peek_cseq(payload: bytes) -> tuple[int, str] | None:
     """(sequence number, method) of the CSeq header (RFC 3261 §20.16), or None if unsure."""
-    end = payload.find(b"\r\n\r\n")
-    if end < 0 or _UNUSUAL.search(payload, 0, end) is not None:
+    end = _head_end(payload)
+    if end < 0:
         return None
     m = _CSEQ.search(payload, 0, end + 2)
     if m is None or m.group(1) is None or int(m.group(1)) > _MAX_CSEQ:

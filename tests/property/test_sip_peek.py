@@ -113,3 +113,32 @@ def test_a_usual_register_and_its_2xx_are_read_without_the_parser() -> None:
     assert sip.peek_response(ok) == (200, "c1", 3, "REGISTER")
     check_agrees(register)
     check_agrees(ok)
+
+
+def _head_end_by_search(payload: bytes) -> int:
+    """The general way: the first CRLF CRLF, unless a line before it is unusual."""
+    end = payload.find(b"\r\n\r\n")
+    if end < 0 or sip.peek._UNUSUAL.search(payload, 0, end) is not None:
+        return -1
+    return end
+
+
+@settings(max_examples=1000, deadline=None)
+@given(messages(), st.data())
+def test_the_bodyless_shortcut_finds_the_same_header_end(
+    payload: bytes, data: st.DataObject
+) -> None:
+    # the shortcut answers for payloads ending in CRLF CRLF: mutate near the end too
+    if data.draw(st.booleans()):
+        at = data.draw(st.integers(max(0, len(payload) - 8), len(payload)))
+        insert = data.draw(st.sampled_from([b"\r\n", b"\n", b"\r\n\r\n", b"\n\r\n\r\n", b"x"]))
+        payload = payload[:at] + insert + payload[at:]
+    assert sip.peek._head_end(payload) == _head_end_by_search(payload)
+
+
+def test_the_bodyless_shortcut_on_the_edge_cases() -> None:
+    for payload in [b"", b"\r\n\r\n", b"x\r\n\r\n", b"\n\r\n\r\n", b"a\r\n\r\nb\r\n\r\n",
+                    b"a\r\nb\n\r\n\r\n", b"a\r\n b\r\n\r\n", b"a\r\n\r\n\r\n"]:  # fmt: skip
+        assert sip.peek._head_end(payload) == _head_end_by_search(payload), payload
+    assert sip.peek._head_end(b"REGISTER x SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n") == 36
+    assert sip.peek._head_end(b"a\r\n\r\nbody\r\n\r\n") == 1  # a body: the first CRLF CRLF

@@ -691,3 +691,28 @@ def test_registered_says_whether_the_ua_asked_for_refresh_pushes() -> None:
     assert event.pnsreg is False
     (event,) = apply_all(table, [register(RFC8599_APNS + ";+SIP.PNSREG", call_id="y")])
     assert isinstance(event, Registered) and event.pnsreg is True  # param names ignore case
+
+
+def test_the_extraction_builds_devices_in_the_field_order_it_assumes() -> None:
+    # registrations._target builds Device positionally (cheaper than keywords): a
+    # reordered or inserted field must fail here, not shift values silently
+    import attrs
+
+    from pusher_trio.model import Device
+
+    names = [f.name for f in attrs.fields(Device)][:12]
+    assert names == ["aor", "device_id", "type", "app", "token", "sandbox", "push_type",
+                     "extra", "user_agent", "contact", "bound", "last_registered"]  # fmt: skip
+    params = {"pn-provider": "apns", "pn-prid": "ab12", "pn-param": "TEAM.com.example.app.voip"}
+    from pusher_trio.registrations import target_from_params
+
+    device = target_from_params(
+        params, "urn:uuid:1", aor="a@example.com", contact="sip:a@h", user_agent="UA/1",
+        user_agents={}, now=42.0,
+    )  # fmt: skip
+    assert device == Device(
+        aor="a@example.com", device_id="urn:uuid:1", type="apple", app="com.example.app",
+        token="ab12", sandbox=False, push_type="voip",
+        extra={"source": "rfc8599", "team_id": "TEAM"}, user_agent="UA/1", contact="sip:a@h",
+        bound=True, last_registered=42.0,
+    )  # fmt: skip

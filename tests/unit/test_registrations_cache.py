@@ -280,3 +280,37 @@ def test_the_user_agents_getter_is_called_only_when_the_extraction_needs_it() ->
     assert table.apply_response("k", 3, 403, 170.0, user_agents) == []
     assert table.apply_response("nobody", 9, 200, 170.0, user_agents) == []
     assert len(calls) == 1
+
+
+def _key_by_search(payload: bytes) -> bytes | None:
+    """summary_key without its shortcut for bodyless payloads (the general way)."""
+    if len(payload) > sip.MAX_DATAGRAM:
+        return None
+    end = payload.find(b"\r\n\r\n")
+    if end < 0 or end > sip.MAX_HEADER_SIZE or registrations._UNUSUAL.search(payload, 0, end + 1):
+        return None
+    if payload.count(b"\n", 0, end) > sip.MAX_HEADERS:
+        return None
+    head = payload[:end]
+    for name, value in registrations._CHECKED.findall(head):
+        if name == b"CSeq":
+            m = registrations._CSEQ_VALUE.fullmatch(value)
+            if m is None or int(m.group(1)) > registrations._MAX_CSEQ:
+                return None
+        elif not value.strip(b" \t\r"):
+            return None
+    return registrations._VOLATILE.sub(b"", head) + payload[end:]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variant=_variant, data=st.data())
+def test_the_bodyless_shortcut_gives_the_general_key(
+    variant: dict[str, str], data: st.DataObject
+) -> None:
+    payload = register(**variant)  # type: ignore[arg-type]
+    at = data.draw(st.integers(0, len(payload)))
+    if data.draw(st.booleans()):  # the shortcut's edge is the end: mutate there often
+        at = max(0, len(payload) - data.draw(st.integers(0, 8)))
+    insert = data.draw(st.sampled_from([b"", b"\n", b"\r\n", b"\r\n\r\n", b"\n\r\n", b" ", b"b"]))
+    payload = payload[:at] + insert + payload[at:]
+    assert summary_key(payload) == _key_by_search(payload)

@@ -87,3 +87,82 @@ def test_sqlite_reads_back_what_memory_holds(ops: list[tuple[Any, ...]], interva
             assert dict(reopened.apps()) == dict(memory.apps())
             assert reopened.get_config() == memory.get_config()
             assert reopened.device_count() == memory.device_count()
+
+
+class _GeneralPut(MemoryStore):
+    """MemoryStore.put_devices without its shortcut for refreshes (the general way)."""
+
+    def put_devices(self, devices: Any) -> list[Device]:
+        from pusher_trio.store import _registration_fields
+
+        changed: list[Device] = []
+        with self._lock:
+            for device in devices:
+                old = self.device(device.aor, device.device_id)
+                if old is None:
+                    self._count += 1
+                self._set(device)
+                aor, device_id = device.aor, device.device_id
+                if old is not None and _registration_fields(old) == _registration_fields(device):
+                    wkey = self._written_key(aor, device_id)
+                    written = self._written_at.get(wkey, old.last_registered)
+                    if device.last_registered - written < self._refresh_interval:
+                        self._stats["device_writes_skipped"] += 1
+                        if written != device.last_registered:
+                            self._written_at[wkey] = written
+                        continue
+                else:
+                    changed.append(device)
+                self._drop_written(aor, (device_id,))
+                self._dirty_device((aor, device_id))
+        return changed
+
+
+# refreshes: a few devices again and again, later each time (now and then unbound)
+_POOL = st.lists(devices(), min_size=1, max_size=4)
+_STEPS = st.lists(st.tuples(st.integers(0, 3), st.floats(0, 400), st.booleans()), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_POOL, _STEPS, st.floats(1, 500))
+def test_the_refresh_shortcut_leaves_the_store_as_the_general_way(
+    pool: list[Device], steps: list[tuple[int, float, bool]], interval: float
+) -> None:
+    import attrs
+
+    fast, general = MemoryStore(refresh_interval=interval), _GeneralPut(refresh_interval=interval)
+    clock = 0.0
+    for pick, later, unbind in steps:
+        device = pool[pick % len(pool)]
+        clock += later
+        # a copy with equal but distinct strings, as a parse of the next REGISTER gives
+        copy = attrs.evolve(device, aor="".join(device.aor), last_registered=clock)
+        again = attrs.evolve(copy, aor=str(bytearray(device.aor.encode()), "ascii"))
+        assert fast.put_devices([copy]) == general.put_devices([again])
+        if unbind:
+            assert fast.unbind(device.aor) == general.unbind(device.aor)
+        assert fast.devices() == general.devices()
+        assert fast._written_at == general._written_at
+        assert fast.statistics() == general.statistics()
+        assert fast.device_count() == general.device_count()
+    for aor, value in fast._devices.items():  # one AOR string per AOR, as the general way
+        records = [value] if isinstance(value, Device) else list(value.values())
+        assert all(d.aor is aor for d in records)
+
+
+def test_a_refresh_within_the_interval_takes_the_shortcut_and_keeps_the_new_record() -> None:
+    import attrs
+
+    store = MemoryStore(refresh_interval=300.0)
+    first = Device(aor="a@x", device_id="urn:uuid:1", type="apple", app="com.a", token="t" * 20,
+                   last_registered=10.0)  # fmt: skip
+    assert store.put_devices([first]) == [first]
+    again = attrs.evolve(first, aor="".join(["a@", "x"]), last_registered=70.0)
+    assert store.put_devices([again]) == []  # nothing to write
+    assert store.device("a@x", "urn:uuid:1") is again
+    assert again.aor is first.aor  # the AOR string the store already held
+    assert store.statistics()["device_writes_skipped"] == 1
+    assert store._written_at == {first.aor: 10.0}  # written at 10, refreshed in memory
+    late = attrs.evolve(first, last_registered=400.0)
+    assert store.put_devices([late]) == []  # due for a write: the general way
+    assert store._written_at == {}
