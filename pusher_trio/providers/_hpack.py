@@ -7,15 +7,27 @@ type, priority, bearer) with a few that change every time (path, apns-id, expira
 This encoder never inserts into the dynamic table, so the encoding of a field does not
 depend on the connection's history and can be cached: repeated fields are one dict
 lookup, changing ones a literal without indexing (RFC 7541 §6.2.2) with a raw string.
+
+The decoder reads every answer, so its cost is per push too: its own dynamic table
+(inline insertion, no call per entry), Huffman strings and whole fields cached when
+they do not depend on the table, and the leading run of such fields of the last block
+remembered, so that nginx's `:status`, `server`, `date`, `content-type`,
+`content-length` cost one comparison and the table insertions they imply. Only a
+volatile field (the `apns-id` of each answer) is decoded in full, Huffman included.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from hpack import Decoder
-from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
+from hpack.exceptions import (
+    HPACKDecodingError,
+    InvalidTableIndex,
+    InvalidTableSizeError,
+    OversizedHeaderListError,
+)
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import (
@@ -31,6 +43,9 @@ from hpack.table import HeaderTable
 # second, content-length among a few sizes, the bearer for 40 minutes) and is cached.
 VOLATILE = frozenset({b":path", b"apns-id", b"apns-collapse-id"})
 CACHE_LIMIT = 1024
+# A received value longer than this (encoded) in a field the server did not index is
+# taken as volatile (an apns-id): not cached.
+VOLATILE_LENGTH = 16
 
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 _STATIC: tuple[tuple[bytes, bytes], ...] = ((b"", b""), *HeaderTable.STATIC_TABLE)  # 1-based
@@ -117,15 +132,18 @@ class StatelessEncoder:
 
 
 # Huffman decoding a byte at a time (RFC 7541 §5.2, Appendix B). hpack's table steps
-# through 4-bit nibbles; rows of 256 byte transitions are built from it, per state, the
-# first time a state is met (a few dozen states cover real traffic), which halves the
-# Python loop iterations and removes the flag tests from the common path.
-_HuffmanRow = list[tuple[int, bytes, bool] | None]
-_HUFFMAN_ROWS: list[_HuffmanRow | None] = [None] * 256
+# through 4-bit nibbles; ours has one entry per (state, byte): (next state * 256, the
+# symbols that byte completes, whether the string may end there), so the loop is one
+# list index, one unpack and one append per byte. A state's 256 entries are computed
+# from hpack's table the first time the state is met (a few dozen states cover real
+# traffic); an entry that is still None is either not computed yet or a decoding error,
+# which the careful path below tells apart.
+_HuffmanEntry = tuple[int, bytes, bool]
+_HUFFMAN_DECODE: list[_HuffmanEntry | None] = [None] * (256 * 256)
+_HUFFMAN_BUILT = bytearray(256)  # 1 once a state's entries are computed
 
 
-def _huffman_row(state: int) -> _HuffmanRow:
-    row: _HuffmanRow = []
+def _huffman_state(state: int) -> None:
     for byte in range(256):
         out = bytearray()
         current = state
@@ -139,27 +157,47 @@ def _huffman_row(state: int) -> _HuffmanRow:
             if flags & HUFFMAN_EMIT_SYMBOL:
                 out.append(symbol)
             complete = bool(flags & HUFFMAN_COMPLETE)
-        row.append(None if failed else (current, bytes(out), complete))
-    _HUFFMAN_ROWS[state] = row
-    return row
+        _HUFFMAN_DECODE[state * 256 + byte] = (
+            None if failed else (current * 256, bytes(out), complete)
+        )
+    _HUFFMAN_BUILT[state] = 1
 
 
 def decode_huffman(data: bytes) -> bytes:
     """Same result and errors as `hpack.huffman_table.decode_huffman`, faster."""
-    if not data:
-        return b""
-    rows = _HUFFMAN_ROWS
-    row = rows[0] or _huffman_row(0)
+    table = _HUFFMAN_DECODE
+    state = 0
+    parts: list[bytes] = []
+    append = parts.append
+    complete = True  # the empty string is complete
+    try:
+        for byte in data:
+            state, symbols, complete = table[state + byte]  # type: ignore[misc]
+            append(symbols)
+    except TypeError:  # None: a state not computed yet, or an invalid string
+        return _decode_huffman_carefully(data)
+    if not complete:
+        raise HPACKDecodingError("Incomplete Huffman string")
+    return b"".join(parts)
+
+
+def _decode_huffman_carefully(data: bytes) -> bytes:
+    """`decode_huffman`, computing the states it meets first."""
+    table = _HUFFMAN_DECODE
+    state = 0
     out = bytearray()
-    complete = False
+    complete = True
     for byte in data:
-        entry = row[byte]
+        entry = table[state + byte]
         if entry is None:
-            raise HPACKDecodingError("Invalid Huffman string")
+            if _HUFFMAN_BUILT[state >> 8]:
+                raise HPACKDecodingError("Invalid Huffman string")
+            _huffman_state(state >> 8)
+            entry = table[state + byte]
+            if entry is None:
+                raise HPACKDecodingError("Invalid Huffman string")
         state, symbols, complete = entry
-        if symbols:
-            out += symbols
-        row = rows[state] or _huffman_row(state)
+        out += symbols
     if not complete:
         raise HPACKDecodingError("Incomplete Huffman string")
     return bytes(out)
@@ -186,18 +224,59 @@ def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
             raise HPACKDecodingError("integer too large")
 
 
-class CachingDecoder(Decoder):
-    """`hpack.Decoder` (same dynamic table, same limits) that caches Huffman strings.
+_Run = tuple[
+    bytes, tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], int], ...], int
+]
 
-    Responses repeat most header strings (`server`, `date`, `content-type`...), and
-    Huffman decoding in pure Python is the most expensive part of reading a response.
+
+class CachingDecoder:
+    """The HPACK decoder of `h2wire.ClientConnection` (hpack.Decoder's interface).
+
+    Its own dynamic table (RFC 7541 §2.3.2, §4): a deque of (name, value), newest
+    first, and its size. Servers such as nginx add `server`, `date`, `content-type` and
+    `content-length` to the table with every response, so adding and evicting is on the
+    path of every answer; hpack's `HeaderTable.add` costs a call, a size function and a
+    debug log per entry there, this is inline. Huffman strings are cached: responses
+    repeat most of them. Limits as hpack's: `max_header_list_size` (RFC 7541 §4.1
+    sizes), table size updates up to `max_allowed_table_size`, only at a block's start.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, max_header_list_size: int = 65536) -> None:
+        self.max_header_list_size = max_header_list_size
+        self.max_allowed_table_size = 4096  # our SETTINGS_HEADER_TABLE_SIZE (the default)
+        self._max_size = 4096
+        self._size = 0
+        self._entries: deque[tuple[bytes, bytes]] = deque()
         self._strings: dict[bytes, bytes] = {}
+        # encoded fields that do not depend on the table -> ((name, value), entry size)
+        self._fields: dict[bytes, tuple[tuple[bytes, bytes], int]] = {}
+        # the last block's leading run of stable fields: (bytes, fields, table adds, size)
+        self._run: _Run | None = None
+
+    @property
+    def header_table_size(self) -> int:
+        return self._max_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._max_size = value
+        self._evict()
+
+    @property
+    def table(self) -> list[tuple[bytes, bytes]]:
+        """The dynamic table, newest entry first (index 62 first)."""
+        return list(self._entries)
+
+    def _evict(self) -> None:
+        entries = self._entries
+        size = self._size
+        while size > self._max_size:
+            name, value = entries.pop()
+            size -= len(name) + len(value) + 32
+        self._size = size
 
     def _string(self, data: bytes, pos: int) -> tuple[bytes, int]:
+        """A string literal (§5.2) at data[pos]: (its bytes, the next position)."""
         huffman = data[pos] & 0x80
         length, pos = _integer(data, pos, 7)
         end = pos + length
@@ -214,86 +293,191 @@ class CachingDecoder(Decoder):
             self._strings[raw] = decoded
         return decoded, end
 
+    def _indexed(self, index: int) -> tuple[bytes, bytes]:
+        if 0 < index <= _STATIC_LEN:
+            return _STATIC[index]
+        dynamic = index - _STATIC_LEN - 1
+        if index <= 0 or dynamic >= len(self._entries):
+            raise InvalidTableIndex(f"Invalid table index {index}")
+        return self._entries[dynamic]
+
+    def _replay(self, adds: tuple[tuple[tuple[bytes, bytes], int], ...]) -> None:
+        """The table insertions of a remembered run of fields (§4.4)."""
+        entries = self._entries
+        for pair, added in adds:
+            if added > self._max_size:
+                entries.clear()
+                self._size = 0
+            else:
+                entries.appendleft(pair)
+                self._size += added
+        if self._size > self._max_size:
+            self._evict()
+
     def decode(self, data: bytes, raw: bool = False) -> list[Any]:
         # One loop with the common cases inline (one-byte integers, static-table names,
-        # cached Huffman strings): function calls are most of the cost in Python.
-        table = self.header_table
-        strings = self._strings
-        headers: list[tuple[bytes, bytes]] = []
-        size = 0
-        pos = 0
+        # cached strings and fields, table insertion): calls are most of the cost here.
+        entries = self._entries
+        fields = self._fields
+        limit = self.max_header_list_size
         end = len(data)
-        seen_field = False
+        # The block's leading run of fields that decode the same whatever the table
+        # holds is remembered; a block that starts with the same bytes starts with the
+        # same fields (servers repeat `:status`, `server`, `date`... in the same order).
+        known_run = self._run
+        if known_run is not None and data.startswith(known_run[0]):
+            run, pairs, adds, size = known_run
+            if size > limit:
+                raise OversizedHeaderListError(f"header list over {limit}")
+            headers = list(pairs)
+            if adds:
+                self._replay(adds)
+            pos = len(run)
+            seen_field = True
+            run_adds: list[tuple[tuple[bytes, bytes], int]] | None = None  # not recording
+        else:
+            headers = []
+            size = 0
+            pos = 0
+            seen_field = False
+            run_adds = []
         try:
             while pos < end:
                 first = data[pos]
+                added = 0  # the size of the table entry this field adds (§4.1), if any
+                stable = False  # decodes the same whatever the table holds, and repeats
                 if first & 0x80:  # §6.1 indexed
                     index = first & 0x7F
                     if index == 0x7F:
-                        index, pos = _integer(data, pos, 7)
+                        index, next_pos = _integer(data, pos, 7)
                     else:
-                        pos += 1
-                    if index == 0:
-                        raise HPACKDecodingError("index 0")
-                    name, value = (
-                        _STATIC[index] if index <= _STATIC_LEN else table.get_by_index(index)
-                    )
+                        next_pos = pos + 1
+                    if 0 < index <= _STATIC_LEN:
+                        pair = _STATIC[index]
+                        stable = True
+                    else:
+                        pair = self._indexed(index)
+                elif first & 0x20 and not first & 0x40:  # §6.3 dynamic table size update
+                    if seen_field:
+                        raise HPACKDecodingError("table size update after a header field")
+                    new_size, next_pos = _integer(data, pos, 5)
+                    if new_size > self.max_allowed_table_size:
+                        raise InvalidTableSizeError(f"table size {new_size} over the limit")
+                    self.header_table_size = new_size
+                    if run_adds is not None:
+                        self._remember(data, pos, headers, run_adds, size)
+                        run_adds = None
+                    pos = next_pos
+                    continue
                 else:
-                    if first & 0x40:  # §6.2.1 literal with incremental indexing
-                        prefix = 0x3F
-                    elif first & 0x20:  # §6.3 dynamic table size update
-                        if seen_field:
-                            raise HPACKDecodingError("table size update after a header field")
-                        new_size, pos = _integer(data, pos, 5)
-                        if new_size > self.max_allowed_table_size:
-                            raise InvalidTableSizeError(f"table size {new_size} over the limit")
-                        self.header_table_size = new_size
-                        continue
-                    else:  # §6.2.2 / §6.2.3 literal without indexing / never indexed
-                        prefix = 0x0F
+                    # §6.2.1 with incremental indexing, §6.2.2 / §6.2.3 without / never
+                    prefix = 0x3F if first & 0x40 else 0x0F
                     index = first & prefix
-                    if index == prefix:
-                        index, pos = _integer(data, pos, prefix.bit_length())
+                    # A field whose name is static or literal decodes the same whatever the
+                    # table holds: when its lengths fit one byte, its bytes are looked up.
+                    stop = 0
+                    if not index:
+                        value_at = pos + 2 + (data[pos + 1] & 0x7F)
+                        if data[pos + 1] & 0x7F != 0x7F and value_at < end:
+                            length = data[value_at] & 0x7F
+                            if length != 0x7F:
+                                stop = value_at + 1 + length
+                    elif index < prefix and index <= _STATIC_LEN:
+                        length = data[pos + 1] & 0x7F
+                        if length != 0x7F:
+                            stop = pos + 2 + length
+                    known = None
+                    if 0 < stop <= end:
+                        field = data[pos:stop]
+                        known = fields.get(field)
+                    if known is not None:
+                        pair, added = known
+                        next_pos = stop
+                        stable = True
                     else:
-                        pos += 1
-                    if index:
-                        name = (
-                            _STATIC[index][0]
-                            if index <= _STATIC_LEN
-                            else table.get_by_index(index)[0]
-                        )
-                    else:
-                        name, pos = self._string(data, pos)
-                    # the value (§5.2), inline
-                    byte = data[pos]
-                    length = byte & 0x7F
-                    if length == 0x7F:
-                        length, pos = _integer(data, pos, 7)
-                    else:
-                        pos += 1
-                    stop = pos + length
-                    if stop > end:
-                        raise HPACKDecodingError("truncated string")
-                    value = data[pos:stop]
-                    pos = stop
-                    if byte & 0x80:
-                        coded = value
-                        cached = strings.get(coded)
-                        if cached is None:
-                            cached = decode_huffman(coded)
-                            if len(strings) >= CACHE_LIMIT:
-                                strings.clear()
-                            strings[coded] = cached
-                        value = cached
-                    if prefix == 0x3F:
-                        table.add(name, value)
+                        pair, added, next_pos, stable = self._literal(data, pos, prefix, index)
+                        if stable and 0 < stop <= end:
+                            if len(fields) >= CACHE_LIMIT:
+                                fields.clear()
+                            fields[field] = (pair, added)
+                    if added:  # §4.4: add, evicting the oldest entries
+                        if added > self._max_size:
+                            entries.clear()
+                            self._size = 0
+                        else:
+                            entries.appendleft(pair)
+                            self._size += added
+                            if self._size > self._max_size:
+                                self._evict()
+                if run_adds is not None:
+                    if not stable:
+                        self._remember(data, pos, headers, run_adds, size)
+                        run_adds = None
+                    elif added:
+                        run_adds.append((pair, added))
+                pos = next_pos
                 seen_field = True
-                size += len(name) + len(value) + 32
-                if size > self.max_header_list_size:
-                    raise OversizedHeaderListError(f"header list over {self.max_header_list_size}")
-                headers.append((name, value))
+                size += len(pair[0]) + len(pair[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(f"header list over {limit}")
+                headers.append(pair)
         except IndexError as error:
             raise HPACKDecodingError(f"truncated header block: {error}") from error
+        if run_adds is not None:
+            self._remember(data, end, headers, run_adds, size)
         if raw:
             return headers
-        return [(name.decode(), value.decode()) for name, value in headers]
+        try:
+            return [(name.decode(), value.decode()) for name, value in headers]
+        except UnicodeDecodeError as error:
+            raise HPACKDecodingError("header not UTF-8") from error
+
+    def _remember(
+        self,
+        data: bytes,
+        end: int,
+        headers: list[tuple[bytes, bytes]],
+        adds: list[tuple[tuple[bytes, bytes], int]],
+        size: int,
+    ) -> None:
+        """The block's leading run of stable fields: data[:end] (see `decode`)."""
+        self._run = (data[:end], tuple(headers), tuple(adds), size) if end else None
+
+    def _literal(
+        self, data: bytes, pos: int, prefix: int, index: int
+    ) -> tuple[tuple[bytes, bytes], int, int, bool]:
+        """§6.2 at data[pos]: ((name, value), table entry size or 0, next position, stable)."""
+        strings = self._strings
+        if index == prefix:
+            index, pos = _integer(data, pos, prefix.bit_length())
+        else:
+            pos += 1
+        if not index:
+            name, pos = self._string(data, pos)
+        elif index <= _STATIC_LEN:
+            name = _STATIC[index][0]
+        else:
+            name = self._indexed(index)[0]
+        # the value (§5.2)
+        byte = data[pos]
+        length, pos = _integer(data, pos, 7)
+        value_end = pos + length
+        if value_end > len(data):
+            raise HPACKDecodingError("truncated string")
+        value = data[pos:value_end]
+        # What a server indexes, or short, repeats; a long value it does not index (an
+        # id) is decoded, not cached: it would only push the cached strings out.
+        repeats = prefix == 0x3F or length <= VOLATILE_LENGTH
+        if byte & 0x80:
+            if repeats:
+                cached = strings.get(value)
+                if cached is None:
+                    cached = decode_huffman(value)
+                    if len(strings) >= CACHE_LIMIT:
+                        strings.clear()
+                    strings[value] = cached
+                value = cached
+            else:
+                value = decode_huffman(value)
+        added = len(name) + len(value) + 32 if prefix == 0x3F else 0
+        return (name, value), added, value_end, repeats and index <= _STATIC_LEN

@@ -113,3 +113,126 @@ def test_huffman_decoder_matches_hpack(raw: bytes, garbage: bytes) -> None:
     except HPACKDecodingError:
         ours = None
     assert ours == expected
+
+
+# --- the decoder against blocks shaped like nginx's and Apple's answers -----------------
+# hpack's Encoder refers to its dynamic table as soon as it can, so the blocks above rarely
+# repeat their leading bytes. Servers such as nginx send the same fields again and again
+# as literals with incremental indexing (then a per-response id without indexing): the
+# path where `CachingDecoder` replays remembered fields and table insertions.
+def _literal_field(name: bytes, value: bytes, mode: int, huffman: bool) -> bytes:
+    """One §6.2 field: mode 0x40 (incremental indexing), 0x00 (without), 0x10 (never)."""
+    from pusher_trio.providers._hpack import _STATIC_NAME, encode_string
+
+    bits = 6 if mode == 0x40 else 4
+    index = _STATIC_NAME.get(name)
+    if index is not None and huffman:  # name from the static table
+        return encode_integer(index, bits, mode) + encode_string(value, huffman)
+    return bytes((mode,)) + encode_string(name, huffman) + encode_string(value, huffman)
+
+
+fields_st = st.tuples(
+    st.sampled_from([b"server", b"date", b"content-type", b"content-length", b"apns-id", b"x-a"]),
+    st.sampled_from([b"nginx", b"0", b"text/plain", b"Sun, 06 Dec 2026 23:51:14 GMT", b"v" * 40]),
+    st.sampled_from([0x40, 0x00, 0x10]),
+    st.booleans(),
+)
+block_st = st.tuples(
+    st.lists(fields_st, min_size=0, max_size=6),
+    st.booleans(),  # a per-response id at the end (never repeats)
+    st.sampled_from([None, None, None, 0, 100, 4096]),  # a table size update first
+    st.sampled_from([b"\x88", b"\x8d", b""]),  # :status 200 / 404 (static, indexed) or none
+    st.integers(min_value=0, max_value=3),  # refer to this dynamic entry (62 + n) at the end
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(block_st, min_size=1, max_size=20), st.randoms(use_true_random=False))
+def test_decoder_keeps_the_table_in_step_with_repeated_blocks(
+    blocks: list[tuple[list[tuple[bytes, bytes, int, bool]], bool, int | None, bytes, int]],
+    random: object,
+) -> None:
+    import uuid
+
+    from hpack.exceptions import HPACKDecodingError
+
+    reference = hpack.Decoder()
+    ours = CachingDecoder()
+    for fields, with_id, table_size, status, dynamic in blocks:
+        data = b""
+        if table_size is not None:
+            data += encode_integer(table_size, 5, 0x20)
+        data += status
+        for name, value, mode, huffman in fields:
+            data += _literal_field(name, value, mode, huffman)
+        if with_id:
+            data += _literal_field(b"apns-id", str(uuid.uuid4()).encode(), 0x00, True)
+        # each block twice: the second one replays what the first one remembered
+        for block in (data, data, data + encode_integer(62 + dynamic, 7, 0x80)):
+            try:
+                expected = reference.decode(block, raw=True)
+            except HPACKDecodingError:
+                expected = None
+            try:
+                got = ours.decode(block, raw=True)
+            except HPACKDecodingError:
+                got = None
+            assert got == expected
+            assert ours.table == list(reference.header_table.dynamic_entries)
+            assert ours.header_table_size == reference.header_table_size
+
+
+def test_oversized_entry_empties_the_table_on_replay_too() -> None:
+    # RFC 7541 §4.4: an entry larger than the table empties it and is not added.
+    big = _literal_field(b"x-a", b"v" * 200, 0x40, False)
+    small = _literal_field(b"server", b"nginx", 0x40, True)
+    ours = CachingDecoder()
+    reference = hpack.Decoder()
+    for block in (encode_integer(150, 5, 0x20) + small, small + big, small + big):
+        assert ours.decode(block, raw=True) == reference.decode(block, raw=True)
+        assert ours.table == list(reference.header_table.dynamic_entries)
+    assert ours.table == []
+
+
+def test_header_list_limit_holds_for_a_replayed_run() -> None:
+    import pytest
+    from hpack.exceptions import OversizedHeaderListError
+
+    block = _literal_field(b"server", b"nginx", 0x40, True) * 3
+    ours = CachingDecoder()
+    assert len(ours.decode(block, raw=True)) == 3
+    ours.max_header_list_size = 100  # three fields of 6 + 5 + 32 bytes: 129
+    with pytest.raises(OversizedHeaderListError):
+        ours.decode(block, raw=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=255), max_size=40))
+def test_huffman_decoder_matches_hpack_on_every_symbol(symbols: list[int]) -> None:
+    from hpack.huffman_table import decode_huffman as reference
+
+    from pusher_trio.providers._hpack import _HUFFMAN, decode_huffman
+
+    raw = bytes(symbols)
+    coded = _HUFFMAN.encode(raw)
+    assert decode_huffman(coded) == reference(coded) == raw
+
+
+def test_huffman_decoder_rejects_what_hpack_rejects() -> None:
+    from hpack.exceptions import HPACKDecodingError
+    from hpack.huffman_table import decode_huffman as reference
+
+    from pusher_trio.providers._hpack import decode_huffman
+
+    # every one- and two-byte string: padding longer than 7 bits, EOS, incomplete codes
+    for first in range(256):
+        for data in [bytes((first,))] + [bytes((first, second)) for second in range(0, 256, 7)]:
+            try:
+                expected: bytes | None = reference(data)
+            except HPACKDecodingError:
+                expected = None
+            try:
+                got: bytes | None = decode_huffman(data)
+            except HPACKDecodingError:
+                got = None
+            assert got == expected, data
