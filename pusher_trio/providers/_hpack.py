@@ -224,9 +224,24 @@ def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
             raise HPACKDecodingError("integer too large")
 
 
-_Run = tuple[
-    bytes, tuple[tuple[bytes, bytes], ...], tuple[tuple[tuple[bytes, bytes], int], ...], int
-]
+class _Run:
+    """The leading run of stable fields of a block (see `CachingDecoder.decode`)."""
+
+    __slots__ = ("adds", "adds_size", "data", "largest", "pairs", "size")
+
+    def __init__(
+        self,
+        data: bytes,
+        pairs: tuple[tuple[bytes, bytes], ...],
+        adds: tuple[tuple[tuple[bytes, bytes], int], ...],
+        size: int,
+    ) -> None:
+        self.data = data  # its bytes
+        self.pairs = pairs  # its fields
+        self.adds = adds  # its table insertions: (field, entry size)
+        self.size = size  # its header list size (§4.1)
+        self.adds_size = sum(added for _, added in adds)
+        self.largest = max((added for _, added in adds), default=0)
 
 
 class CachingDecoder:
@@ -250,8 +265,14 @@ class CachingDecoder:
         self._strings: dict[bytes, bytes] = {}
         # encoded fields that do not depend on the table -> ((name, value), entry size)
         self._fields: dict[bytes, tuple[tuple[bytes, bytes], int]] = {}
-        # the last block's leading run of stable fields: (bytes, fields, table adds, size)
+        # the last block's leading run of stable fields
         self._run: _Run | None = None
+        # The run replayed since the table last changed otherwise, and how many bytes of
+        # entries its replays added; once that exceeds the table size, the table holds
+        # only its entries, and replaying it again leaves the table as it is: `_steady`.
+        self._replaying: _Run | None = None
+        self._replayed = 0
+        self._steady: _Run | None = None
 
     @property
     def header_table_size(self) -> int:
@@ -260,6 +281,7 @@ class CachingDecoder:
     @header_table_size.setter
     def header_table_size(self, value: int) -> None:
         self._max_size = value
+        self._replaying = self._steady = None
         self._evict()
 
     @property
@@ -301,10 +323,21 @@ class CachingDecoder:
             raise InvalidTableIndex(f"Invalid table index {index}")
         return self._entries[dynamic]
 
-    def _replay(self, adds: tuple[tuple[tuple[bytes, bytes], int], ...]) -> None:
-        """The table insertions of a remembered run of fields (§4.4)."""
+    def _replay(self, run: _Run) -> None:
+        """The table insertions of a remembered run of fields (§4.4).
+
+        Replayed again and again with nothing else in between, a run's insertions end
+        up filling the table with copies of its entries: newest first, the table is
+        the longest prefix of run, run, run... that fits. One more replay then leaves
+        it as it is (what it adds, the same entries in the same order, is evicted at
+        the other end), so it is skipped. Eviction after the run's insertions rather
+        than after each one ends the same (the newest entries that fit stay), unless
+        one entry is larger than the table (it empties it): such runs are not skipped.
+        """
+        if run is self._steady:
+            return
         entries = self._entries
-        for pair, added in adds:
+        for pair, added in run.adds:
             if added > self._max_size:
                 entries.clear()
                 self._size = 0
@@ -313,6 +346,12 @@ class CachingDecoder:
                 self._size += added
         if self._size > self._max_size:
             self._evict()
+        if run is not self._replaying:
+            self._replaying = run
+            self._replayed = 0
+        self._replayed += run.adds_size
+        if self._replayed > self._max_size and run.largest <= self._max_size:
+            self._steady = run
 
     def decode(self, data: bytes, raw: bool = False) -> list[Any]:
         # One loop with the common cases inline (one-byte integers, static-table names,
@@ -325,14 +364,14 @@ class CachingDecoder:
         # holds is remembered; a block that starts with the same bytes starts with the
         # same fields (servers repeat `:status`, `server`, `date`... in the same order).
         known_run = self._run
-        if known_run is not None and data.startswith(known_run[0]):
-            run, pairs, adds, size = known_run
+        if known_run is not None and data.startswith(known_run.data):
+            size = known_run.size
             if size > limit:
                 raise OversizedHeaderListError(f"header list over {limit}")
-            headers = list(pairs)
-            if adds:
-                self._replay(adds)
-            pos = len(run)
+            headers = list(known_run.pairs)
+            if known_run.adds:
+                self._replay(known_run)
+            pos = len(known_run.data)
             seen_field = True
             run_adds: list[tuple[tuple[bytes, bytes], int]] | None = None  # not recording
         else:
@@ -401,6 +440,7 @@ class CachingDecoder:
                                 fields.clear()
                             fields[field] = (pair, added)
                     if added:  # §4.4: add, evicting the oldest entries
+                        self._replaying = self._steady = None
                         if added > self._max_size:
                             entries.clear()
                             self._size = 0
@@ -441,7 +481,7 @@ class CachingDecoder:
         size: int,
     ) -> None:
         """The block's leading run of stable fields: data[:end] (see `decode`)."""
-        self._run = (data[:end], tuple(headers), tuple(adds), size) if end else None
+        self._run = _Run(data[:end], tuple(headers), tuple(adds), size) if end else None
 
     def _literal(
         self, data: bytes, pos: int, prefix: int, index: int
