@@ -358,7 +358,17 @@ class ClientConnection:
                 stream_id = _U32.unpack_from(buffer, pos + 5)[0] & MAX_STREAM_ID
                 payload = buffer[pos + 9 : pos + 9 + length]
                 pos += 9 + length
-                self._frame(kind, flags, stream_id, payload, events)
+                if (
+                    kind == HEADERS
+                    and flags & (END_HEADERS | PADDED | PRIORITY_FLAG) == END_HEADERS
+                    and self._block is None
+                    and stream_id & 1
+                    and stream_id < self.next_stream_id
+                ):
+                    # an answer in one plain HEADERS frame (the common case), directly
+                    self._header_block(stream_id, flags, payload, events)
+                else:
+                    self._frame(kind, flags, stream_id, payload, events)
         except ProtocolError as error:
             self._buffer = b""
             self.close(error.code)

@@ -50,7 +50,7 @@ import random
 import ssl
 import tempfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -682,24 +682,37 @@ class Connection:
         self._owed_since = self._last_received if self._streams else None
         return alive
 
+    # Answer fields as text, by their bytes: answers repeat most of them (`server`,
+    # `date`...). Shared by the connections (the mapping is pure), bounded.
+    _texts: ClassVar[dict[tuple[bytes, bytes], tuple[str, str]]] = {}
+
     def _handle(self, events: Iterable[h2wire.Event]) -> None:
         streams = self._streams
+        texts = self._texts
         for event in events:
-            if isinstance(event, h2wire.ResponseReceived):
-                stream = streams.get(event.stream_id)
+            kind = type(event)
+            if kind is h2wire.ResponseReceived:
+                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
                 if stream is not None:
                     status = 0
                     decoded = []
-                    for name, value in event.headers:
-                        if name == b":status":
-                            status = int(value)
-                        else:
-                            decoded.append((name.decode("latin-1"), value.decode("latin-1")))
+                    for field in event.headers:  # type: ignore[attr-defined]
+                        text = texts.get(field)
+                        if text is None:
+                            name, value = field
+                            if name == b":status":
+                                status = int(value)
+                                continue
+                            text = (name.decode("latin-1"), value.decode("latin-1"))
+                            if len(texts) >= 1024:
+                                texts.clear()
+                            texts[field] = text
+                        decoded.append(text)
                     stream.status = status
                     stream.headers = tuple(decoded)
-            elif isinstance(event, h2wire.StreamEnded):
+            elif kind is h2wire.StreamEnded:
                 self.responses += 1
-                stream = streams.pop(event.stream_id, None)
+                stream = streams.pop(event.stream_id, None)  # type: ignore[attr-defined]
                 if stream is not None:
                     stream.finish()
             elif isinstance(event, h2wire.DataReceived):
