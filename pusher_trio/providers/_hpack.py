@@ -132,18 +132,29 @@ class StatelessEncoder:
 
 
 # Huffman decoding a byte at a time (RFC 7541 §5.2, Appendix B). hpack's table steps
-# through 4-bit nibbles; ours has one entry per (state, byte): (next state * 256, the
-# symbols that byte completes, whether the string may end there), so the loop is one
-# list index, one unpack and one append per byte. A state's 256 entries are computed
-# from hpack's table the first time the state is met (a few dozen states cover real
-# traffic); an entry that is still None is either not computed yet or a decoding error,
-# which the careful path below tells apart.
-_HuffmanEntry = tuple[int, bytes, bool]
-_HUFFMAN_DECODE: list[_HuffmanEntry | None] = [None] * (256 * 256)
-_HUFFMAN_BUILT = bytearray(256)  # 1 once a state's entries are computed
+# through 4-bit nibbles; ours has a row per decoder state with an entry per byte: (the
+# row of the next state, the symbols that byte completes), and at index 256 whether a
+# string may end in that state (the state alone decides: only padding of 1 bits, fewer
+# than 8, is pending). The loop is one index, one unpack and one append per byte. A
+# row's entries are computed from hpack's table the first time the state is met (a few
+# dozen states cover real traffic); an entry that is still None is either not computed
+# yet or a decoding error, which the careful path below tells apart.
+_HuffmanRow = list[Any]  # 256 entries (row, symbols) or None, then the accepting flag
+_HUFFMAN_ROWS: dict[int, _HuffmanRow] = {}  # by state, created when first referred to
+_HUFFMAN_STATES: dict[int, int] = {}  # id(row) -> state
+_HUFFMAN_BUILT: set[int] = set()  # states whose entries are computed
+
+
+def _huffman_row(state: int) -> _HuffmanRow:
+    row = _HUFFMAN_ROWS.get(state)
+    if row is None:
+        row = _HUFFMAN_ROWS[state] = [None] * 256 + [state == 0]
+        _HUFFMAN_STATES[id(row)] = state
+    return row
 
 
 def _huffman_state(state: int) -> None:
+    row = _huffman_row(state)
     for byte in range(256):
         out = bytearray()
         current = state
@@ -157,48 +168,49 @@ def _huffman_state(state: int) -> None:
             if flags & HUFFMAN_EMIT_SYMBOL:
                 out.append(symbol)
             complete = bool(flags & HUFFMAN_COMPLETE)
-        _HUFFMAN_DECODE[state * 256 + byte] = (
-            None if failed else (current * 256, bytes(out), complete)
-        )
-    _HUFFMAN_BUILT[state] = 1
+        if not failed:
+            target = _huffman_row(current)
+            target[256] = complete  # the same for every transition into that state
+            row[byte] = (target, bytes(out))
+    _HUFFMAN_BUILT.add(state)
+
+
+_HUFFMAN_ROOT = _huffman_row(0)
 
 
 def decode_huffman(data: bytes) -> bytes:
     """Same result and errors as `hpack.huffman_table.decode_huffman`, faster."""
-    table = _HUFFMAN_DECODE
-    state = 0
+    row = _HUFFMAN_ROOT
     parts: list[bytes] = []
     append = parts.append
-    complete = True  # the empty string is complete
     try:
         for byte in data:
-            state, symbols, complete = table[state + byte]  # type: ignore[misc]
+            row, symbols = row[byte]
             append(symbols)
     except TypeError:  # None: a state not computed yet, or an invalid string
         return _decode_huffman_carefully(data)
-    if not complete:
+    if not row[256]:
         raise HPACKDecodingError("Incomplete Huffman string")
     return b"".join(parts)
 
 
 def _decode_huffman_carefully(data: bytes) -> bytes:
     """`decode_huffman`, computing the states it meets first."""
-    table = _HUFFMAN_DECODE
-    state = 0
+    row = _HUFFMAN_ROOT
     out = bytearray()
-    complete = True
     for byte in data:
-        entry = table[state + byte]
+        entry = row[byte]
         if entry is None:
-            if _HUFFMAN_BUILT[state >> 8]:
+            state = _HUFFMAN_STATES[id(row)]
+            if state in _HUFFMAN_BUILT:
                 raise HPACKDecodingError("Invalid Huffman string")
-            _huffman_state(state >> 8)
-            entry = table[state + byte]
+            _huffman_state(state)
+            entry = row[byte]
             if entry is None:
                 raise HPACKDecodingError("Invalid Huffman string")
-        state, symbols, complete = entry
+        row, symbols = entry
         out += symbols
-    if not complete:
+    if not row[256]:
         raise HPACKDecodingError("Incomplete Huffman string")
     return bytes(out)
 
