@@ -319,13 +319,15 @@ class CachingDecoder:
         raw = data[pos:end]
         if not huffman:
             return raw, end
-        decoded = self._strings.get(raw)
-        if decoded is None:
-            decoded = decode_huffman(raw)
-            if len(self._strings) >= CACHE_LIMIT:
-                self._strings.clear()
-            self._strings[raw] = decoded
-        return decoded, end
+        return self._strings.get(raw) or self._huffman(raw), end
+
+    def _huffman(self, coded: bytes) -> bytes:
+        """A Huffman string, decoded and cached."""
+        decoded = decode_huffman(coded)
+        if len(self._strings) >= CACHE_LIMIT:
+            self._strings.clear()
+        self._strings[coded] = decoded
+        return decoded
 
     def _indexed(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index <= _STATIC_LEN:
@@ -369,6 +371,7 @@ class CachingDecoder:
         # One loop with the common cases inline (one-byte integers, static-table names,
         # cached strings and fields, table insertion): calls are most of the cost here.
         entries = self._entries
+        strings = self._strings
         fields = self._fields
         limit = self.max_header_list_size
         end = len(data)
@@ -438,13 +441,29 @@ class CachingDecoder:
                         if length != 0x7F:
                             stop = pos + 2 + length
                     known = None
+                    volatile = False
                     if 0 < stop <= end:
-                        field = data[pos:stop]
-                        known = fields.get(field)
+                        if prefix == 0x3F or length <= VOLATILE_LENGTH:
+                            field = data[pos:stop]
+                            known = fields.get(field)
+                        else:
+                            volatile = True  # never cached (see `_literal`)
                     if known is not None:
                         pair, added = known
                         next_pos = stop
                         stable = True
+                    elif volatile:  # an id: its shape is known, decoded here
+                        if index:
+                            name = _STATIC[index][0]
+                        else:
+                            name = data[pos + 2 : value_at]
+                            if data[pos + 1] & 0x80:
+                                name = strings.get(name) or self._huffman(name)
+                        value = data[stop - length : stop]
+                        if data[stop - length - 1] & 0x80:
+                            value = decode_huffman(value)
+                        pair = (name, value)
+                        next_pos = stop
                     else:
                         pair, added, next_pos, stable = self._literal(data, pos, prefix, index)
                         if stable and 0 < stop <= end:
