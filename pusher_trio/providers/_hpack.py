@@ -194,6 +194,44 @@ def decode_huffman(data: bytes) -> bytes:
     return b"".join(parts)
 
 
+# The decoder state after the first HEAD bytes of a Huffman string, cached by those
+# bytes, for the values that are decoded every time but share a fixed start: the
+# apns-id of an answer echoes ours, whose first 24 characters are the same for the
+# life of the process (`apns.new_apns_id`), so its first 16 coded bytes are too.
+HUFFMAN_HEAD = 16
+HEAD_LIMIT = 64
+
+
+def decode_huffman_shared_head(data: bytes, heads: dict[bytes, tuple[_HuffmanRow, bytes]]) -> bytes:
+    """`decode_huffman`, with the state after the first HUFFMAN_HEAD bytes from `heads`."""
+    if len(data) <= HUFFMAN_HEAD:
+        return decode_huffman(data)
+    head = data[:HUFFMAN_HEAD]
+    known = heads.get(head)
+    try:
+        if known is None:
+            row = _HUFFMAN_ROOT
+            parts: list[bytes] = []
+            for byte in head:
+                row, symbols = row[byte]
+                parts.append(symbols)
+            known = (row, b"".join(parts))
+            if len(heads) >= HEAD_LIMIT:
+                heads.clear()
+            heads[head] = known
+        row, decoded = known
+        parts = [decoded]
+        append = parts.append
+        for byte in data[HUFFMAN_HEAD:]:
+            row, symbols = row[byte]
+            append(symbols)
+    except TypeError:  # None: a state not computed yet, or an invalid string
+        return _decode_huffman_carefully(data)
+    if not row[256]:
+        raise HPACKDecodingError("Incomplete Huffman string")
+    return b"".join(parts)
+
+
 def _decode_huffman_carefully(data: bytes) -> bytes:
     """`decode_huffman`, computing the states it meets first."""
     row = _HUFFMAN_ROOT
@@ -277,6 +315,8 @@ class CachingDecoder:
         self._strings: dict[bytes, bytes] = {}
         # encoded fields that do not depend on the table -> ((name, value), entry size)
         self._fields: dict[bytes, tuple[tuple[bytes, bytes], int]] = {}
+        # Huffman decoder states after the first bytes of volatile values (ids)
+        self._heads: dict[bytes, tuple[_HuffmanRow, bytes]] = {}
         # the last block's leading run of stable fields
         self._run: _Run | None = None
         # The run replayed since the table last changed otherwise, and how many bytes of
@@ -461,7 +501,7 @@ class CachingDecoder:
                                 name = strings.get(name) or self._huffman(name)
                         value = data[stop - length : stop]
                         if data[stop - length - 1] & 0x80:
-                            value = decode_huffman(value)
+                            value = decode_huffman_shared_head(value, self._heads)
                         pair = (name, value)
                         next_pos = stop
                     else:

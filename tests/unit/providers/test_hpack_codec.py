@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -243,3 +245,46 @@ def test_huffman_decoder_rejects_what_hpack_rejects() -> None:
             except HPACKDecodingError:
                 got = None
             assert got == expected, data
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(min_size=0, max_size=30),
+    st.lists(st.binary(max_size=30), min_size=1, max_size=6),
+    st.lists(st.binary(max_size=20), max_size=3),
+)
+def test_huffman_with_shared_heads_matches_hpack(
+    start: bytes, ends: list[bytes], garbage: list[bytes]
+) -> None:
+    """Values with a common start (our apns-ids) and coded garbage after a cached head."""
+    from hpack.exceptions import HPACKDecodingError
+    from hpack.huffman_table import decode_huffman as reference
+
+    from pusher_trio.providers._hpack import _HUFFMAN, decode_huffman_shared_head
+
+    heads: dict[bytes, tuple[list[Any], bytes]] = {}
+    coded = [_HUFFMAN.encode(start + end) for end in ends]
+    for value, end in zip(coded, ends, strict=True):
+        assert decode_huffman_shared_head(value, heads) == start + end
+    for extra in garbage:  # the head of a known value, then anything
+        data = coded[0][:16] + extra
+        try:
+            expected: bytes | None = reference(data)
+        except HPACKDecodingError:
+            expected = None
+        try:
+            got: bytes | None = decode_huffman_shared_head(data, heads)
+        except HPACKDecodingError:
+            got = None
+        assert got == expected
+
+
+def test_answers_echoing_our_apns_ids_decode_through_a_cached_head() -> None:
+    from pusher_trio.providers.apns import new_apns_id
+
+    ours = CachingDecoder()
+    ids = [new_apns_id().encode() for _ in range(5)]
+    for apns_id in ids:
+        block = b"\x88" + _literal_field(b"apns-id", apns_id, 0x00, True)
+        assert ours.decode(block, raw=True) == [(b":status", b"200"), (b"apns-id", apns_id)]
+    assert len(ours._heads) == 1  # the ids' common start, decoded once
