@@ -138,18 +138,18 @@ class StatelessEncoder:
 # than 8, is pending). The loop is one index, one unpack and one append per byte. A
 # row's entries are computed from hpack's table the first time the state is met (a few
 # dozen states cover real traffic); an entry that is still None is either not computed
-# yet or a decoding error, which the careful path below tells apart.
-_HuffmanRow = list[Any]  # 256 entries (row, symbols) or None, then the accepting flag
+# yet or a decoding error, which the careful path below tells apart (the state number
+# is at index 257).
+_HuffmanRow = list[Any]  # 256 entries (row, symbols) or None, accepting flag, state
 _HUFFMAN_ROWS: dict[int, _HuffmanRow] = {}  # by state, created when first referred to
-_HUFFMAN_STATES: dict[int, int] = {}  # id(row) -> state
 _HUFFMAN_BUILT: set[int] = set()  # states whose entries are computed
 
 
 def _huffman_row(state: int) -> _HuffmanRow:
     row = _HUFFMAN_ROWS.get(state)
     if row is None:
-        row = _HUFFMAN_ROWS[state] = [None] * 256 + [state == 0]
-        _HUFFMAN_STATES[id(row)] = state
+        # setdefault: one row per state even when threads (one trio run each) race here
+        row = _HUFFMAN_ROWS.setdefault(state, [None] * 256 + [state == 0, state])
     return row
 
 
@@ -239,11 +239,10 @@ def _decode_huffman_carefully(data: bytes) -> bytes:
     for byte in data:
         entry = row[byte]
         if entry is None:
-            state = _HUFFMAN_STATES[id(row)]
-            if state in _HUFFMAN_BUILT:
-                raise HPACKDecodingError("Invalid Huffman string")
-            _huffman_state(state)
-            entry = row[byte]
+            state = row[257]
+            if state not in _HUFFMAN_BUILT:
+                _huffman_state(state)
+            entry = row[byte]  # again: another thread may have just computed the state
             if entry is None:
                 raise HPACKDecodingError("Invalid Huffman string")
         row, symbols = entry

@@ -288,3 +288,42 @@ def test_answers_echoing_our_apns_ids_decode_through_a_cached_head() -> None:
         block = b"\x88" + _literal_field(b"apns-id", apns_id, 0x00, True)
         assert ours.decode(block, raw=True) == [(b":status", b"200"), (b"apns-id", apns_id)]
     assert len(ours._heads) == 1  # the ids' common start, decoded once
+
+
+def test_huffman_rows_computed_by_racing_threads_decode_right() -> None:
+    """trio runs in several threads (the benchmarks) decode with the same module tables:
+    states computed concurrently must still give hpack's answers."""
+    import importlib
+    import random
+    import sys
+    import threading
+
+    from hpack.huffman_table import decode_huffman as reference
+
+    from pusher_trio.providers import _hpack
+
+    fresh = importlib.util.module_from_spec(importlib.util.find_spec(_hpack.__name__))  # type: ignore[arg-type]
+    fresh.__spec__.loader.exec_module(fresh)  # type: ignore[union-attr]
+    generator = random.Random(7)
+    values = [bytes(generator.randrange(256) for _ in range(30)) for _ in range(40)]
+    coded = [_hpack._HUFFMAN.encode(value) for value in values]
+    failures: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            for data, value in zip(coded, values, strict=True):
+                assert fresh.decode_huffman(data) == reference(data) == value
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=decode) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
