@@ -690,13 +690,12 @@ class Connection:
         streams = self._streams
         texts = self._texts
         for event in events:
-            kind = type(event)
-            if kind is h2wire.ResponseReceived:
-                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if isinstance(event, h2wire.ResponseReceived):
+                stream = streams.get(event.stream_id)
                 if stream is not None:
                     status = 0
                     decoded = []
-                    for field in event.headers:  # type: ignore[attr-defined]
+                    for field in event.headers:
                         text = texts.get(field)
                         if text is None:
                             name, value = field
@@ -710,9 +709,9 @@ class Connection:
                         decoded.append(text)
                     stream.status = status
                     stream.headers = tuple(decoded)
-            elif kind is h2wire.StreamEnded:
+            elif isinstance(event, h2wire.StreamEnded):
                 self.responses += 1
-                stream = streams.pop(event.stream_id, None)  # type: ignore[attr-defined]
+                stream = streams.pop(event.stream_id, None)
                 if stream is not None:
                     stream.finish()
             elif isinstance(event, h2wire.DataReceived):
