@@ -582,12 +582,13 @@ class CachingDecoder:
             if repeats:
                 cached = strings.get(value)
                 if cached is None:
-                    cached = decode_huffman(value)
+                    # an id the server indexes anyway (hpack's encoder does) starts here
+                    cached = decode_huffman_shared_head(value, self._heads)
                     if len(strings) >= CACHE_LIMIT:
                         strings.clear()
                     strings[value] = cached
                 value = cached
             else:
-                value = decode_huffman(value)
+                value = decode_huffman_shared_head(value, self._heads)
         added = len(name) + len(value) + 32 if prefix == 0x3F else 0
         return (name, value), added, value_end, repeats and index <= _STATIC_LEN
