@@ -384,8 +384,8 @@ class CachingDecoder:
         the longest prefix of run, run, run... that fits. One more replay then leaves
         it as it is (what it adds, the same entries in the same order, is evicted at
         the other end), so it is skipped. Eviction after the run's insertions rather
-        than after each one ends the same (the newest entries that fit stay), unless
-        one entry is larger than the table (it empties it): such runs are not skipped.
+        than after each one ends the same: the newest entries that fit stay (an entry
+        larger than the table empties it either way; runs with one are never skipped).
         """
         if run is self._steady:
             return
