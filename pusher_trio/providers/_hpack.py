@@ -46,6 +46,9 @@ CACHE_LIMIT = 1024
 # A received value longer than this (encoded) in a field the server did not index is
 # taken as volatile (an apns-id): not cached.
 VOLATILE_LENGTH = 16
+# Received strings longer than this (encoded) are never cached: the caches are bounded
+# in entries, and this bounds them in bytes whatever a server sends.
+CACHED_LENGTH = 256
 
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 _STATIC: tuple[tuple[bytes, bytes], ...] = ((b"", b""), *HeaderTable.STATIC_TABLE)  # 1-based
@@ -358,6 +361,8 @@ class CachingDecoder:
         raw = data[pos:end]
         if not huffman:
             return raw, end
+        if length > CACHED_LENGTH:
+            return decode_huffman(raw), end
         return self._strings.get(raw) or self._huffman(raw), end
 
     def _huffman(self, coded: bytes) -> bytes:
@@ -577,7 +582,7 @@ class CachingDecoder:
         value = data[pos:value_end]
         # What a server indexes, or short, repeats; a long value it does not index (an
         # id) is decoded, not cached: it would only push the cached strings out.
-        repeats = prefix == 0x3F or length <= VOLATILE_LENGTH
+        repeats = (prefix == 0x3F or length <= VOLATILE_LENGTH) and length <= CACHED_LENGTH
         if byte & 0x80:
             if repeats:
                 cached = strings.get(value)

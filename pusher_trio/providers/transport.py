@@ -703,9 +703,10 @@ class Connection:
                                 status = int(value)
                                 continue
                             text = (name.decode("latin-1"), value.decode("latin-1"))
-                            if len(texts) >= 1024:
-                                texts.clear()
-                            texts[field] = text
+                            if len(name) + len(value) <= 256:  # bounded in bytes too
+                                if len(texts) >= 1024:
+                                    texts.clear()
+                                texts[field] = text
                         decoded.append(text)
                     stream.status = status
                     stream.headers = tuple(decoded)

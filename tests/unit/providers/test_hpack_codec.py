@@ -327,3 +327,17 @@ def test_huffman_rows_computed_by_racing_threads_decode_right() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert failures == []
+
+
+def test_long_strings_are_decoded_but_never_cached() -> None:
+    """The caches are bounded in entries; long strings stay out, so also in bytes."""
+    ours, reference = CachingDecoder(), hpack.Decoder()
+    long_value = b"x" * 400
+    block = _literal_field(b"x-a", long_value, 0x40, True) + _literal_field(
+        b"x-" + b"n" * 400, b"v", 0x00, True
+    )
+    for _ in range(3):
+        assert ours.decode(block, raw=True) == reference.decode(block, raw=True)
+        assert ours.table == list(reference.header_table.dynamic_entries)
+    assert all(len(decoded) < 300 for decoded in ours._strings.values())
+    assert not ours._fields
