@@ -346,19 +346,31 @@ class ClientConnection:
         pos = 0
         end = len(buffer)
         limit = MIN_FRAME_SIZE
+        header = _FRAME.unpack_from
         try:
             while end - pos >= 9:
-                length = (buffer[pos] << 16) | (buffer[pos + 1] << 8) | buffer[pos + 2]
+                high, low, kind, flags, stream_id = header(buffer, pos)
+                length = high << 8 | low
                 if length > limit:
                     raise ProtocolError(f"a {length}-byte frame", FRAME_SIZE_ERROR)
-                if end - pos - 9 < length:
+                start = pos + 9
+                pos = start + length
+                if pos > end:
+                    pos = start - 9
                     break
-                kind = buffer[pos + 3]
-                flags = buffer[pos + 4]
-                stream_id = _U32.unpack_from(buffer, pos + 5)[0] & MAX_STREAM_ID
-                payload = buffer[pos + 9 : pos + 9 + length]
-                pos += 9 + length
-                self._frame(kind, flags, stream_id, payload, events)
+                stream_id &= MAX_STREAM_ID
+                payload = buffer[start:pos]
+                if (
+                    kind == HEADERS
+                    and flags & (END_HEADERS | PADDED | PRIORITY_FLAG) == END_HEADERS
+                    and self._block is None
+                    and stream_id & 1
+                    and stream_id < self.next_stream_id
+                ):
+                    # an answer in one plain HEADERS frame (the common case), directly
+                    self._header_block(stream_id, flags, payload, events)
+                else:
+                    self._frame(kind, flags, stream_id, payload, events)
         except ProtocolError as error:
             self._buffer = b""
             self.close(error.code)

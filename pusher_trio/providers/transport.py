@@ -11,9 +11,9 @@ and parsed at once. The framing is `h2wire.py` (our sans-IO client side of RFC 9
 which replaced `h2.connection.H2Connection` when h2's per-stream state machines and
 per-frame objects were 30 % of the sidecar's CPU per push through the service
 (`load.bench_service`); h2 remains the strict peer its tests talk to. HPACK is
-`_hpack.py`: a stateless encoder whose field encodings are cached, and hpack's decoder
-with cached Huffman strings. httpcore is still used for the low-rate OAuth token
-exchange (`oauth.py`).
+`_hpack.py`: a stateless encoder whose field encodings are cached, and our own
+response decoder (`_hpack.CachingDecoder`). httpcore is still used for the low-rate
+OAuth token exchange (`oauth.py`).
 
 Shape (trio-websocket / hypercorn style): per connection one reader task (the only
 one that receives), one writer task (the only one that sends: requests only change
@@ -54,7 +54,7 @@ import random
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -768,19 +768,32 @@ class Connection:
         self._owed_since = self._last_received if self._streams else None
         return alive
 
+    # Answer fields as text, by their bytes: answers repeat most of them (`server`,
+    # `date`...). Shared by the connections (the mapping is pure), bounded.
+    _texts: ClassVar[dict[tuple[bytes, bytes], tuple[str, str]]] = {}
+
     def _handle(self, events: Iterable[h2wire.Event]) -> None:
         streams = self._streams
+        texts = self._texts
         for event in events:
             if isinstance(event, h2wire.ResponseReceived):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     status = 0
                     decoded = []
-                    for name, value in event.headers:
-                        if name == b":status":
-                            status = int(value)
-                        else:
-                            decoded.append((name.decode("latin-1"), value.decode("latin-1")))
+                    for field in event.headers:
+                        text = texts.get(field)
+                        if text is None:
+                            name, value = field
+                            if name == b":status":
+                                status = int(value)
+                                continue
+                            text = (name.decode("latin-1"), value.decode("latin-1"))
+                            if len(name) + len(value) <= 256:  # bounded in bytes too
+                                if len(texts) >= 1024:
+                                    texts.clear()
+                                texts[field] = text
+                        decoded.append(text)
                     stream.status = status
                     stream.headers = tuple(decoded)
             elif isinstance(event, h2wire.StreamEnded):

@@ -61,3 +61,25 @@ async def test_nginx_goaway_after_keepalive_requests_loses_nothing() -> None:
     assert len(echoed) == 1000 and sorted(echoed) == sorted(sent)
     assert stats["connects"] >= 1000 // 150
     assert stats["goaways"] >= 1000 // 150 - 1
+
+
+def test_nginx_answers_decode_as_hpack_decodes_them() -> None:
+    """nginx re-sends server, date, content-type, content-length with incremental
+    indexing in every answer, then the echoed apns-id: our decoder's remembered runs and
+    steady table must give hpack's fields and keep the same table, answer after answer."""
+    import hpack
+
+    from load.bench_receive import capture, header_blocks, parse_once
+    from pusher_trio.providers._hpack import CachingDecoder
+
+    chunks = capture(400)
+    blocks = header_blocks(chunks)
+    assert len(blocks) == 400
+    ours, reference = CachingDecoder(), hpack.Decoder()
+    steady = 0
+    for block in blocks:
+        assert ours.decode(block, raw=True) == reference.decode(block, raw=True)
+        assert ours.table == list(reference.header_table.dynamic_entries)
+        steady += ours._steady is not None
+    assert steady > 100  # the steady path ran (it is left each time the date changes)
+    parse_once(chunks, len(blocks))  # every answer reaches its stream (else it raises)

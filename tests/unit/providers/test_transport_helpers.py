@@ -42,3 +42,20 @@ def test_tls_refused_recognises_certificate_errors() -> None:
 def test_outcome_names() -> None:
     assert outcome_name(Delivered()) == "delivered"
     assert outcome_name(RetryLater("x")) == "retry_later"
+
+
+def test_answer_fields_become_text_and_only_short_ones_are_kept() -> None:
+    import ssl
+
+    from pusher_trio.providers import h2wire
+    from pusher_trio.providers.transport import Connection, Origin, _Stream
+
+    connection = Connection(Origin("127.0.0.1", 443), ssl.create_default_context())
+    stream = connection._streams[1] = _Stream(0.0)
+    long_value = b"v" * 300
+    headers = [(b":status", b"410"), (b"apns-id", b"a-b"), (b"x-long", long_value)]
+    connection._handle([h2wire.ResponseReceived(1, headers), h2wire.StreamEnded(1)])
+    assert stream.finished and stream.status == 410
+    assert stream.headers == (("apns-id", "a-b"), ("x-long", "v" * 300))
+    assert (b"apns-id", b"a-b") in Connection._texts
+    assert (b"x-long", long_value) not in Connection._texts
