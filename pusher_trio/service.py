@@ -383,6 +383,14 @@ class SharedPush:
         )
 
 
+def _unfinished(shared: SharedPush) -> Timeout:
+    """The answer to a push request whose provider push had not ended by its deadline."""
+    return Timeout(
+        f"the push to {shared.aor or 'the token'} did not complete before the deadline",
+        data={"reason": "the push did not complete", "pushes": shared.report()},
+    )
+
+
 def _device_report(device: Device) -> dict[str, JSON]:
     return {
         "device_id": shown_device_id(device),
@@ -795,10 +803,7 @@ class Service:
                         "pushes": shared.report(),
                     },
                 )
-            raise Timeout(
-                f"the push to {request.aor} did not complete before the deadline",
-                data={"reason": "the push did not complete", "pushes": shared.report()},
-            )
+            raise _unfinished(shared)
         finally:
             self.waiters.leave(w)
 
@@ -872,10 +877,7 @@ class Service:
         if not shared.done.is_set():
             if self.waiters.closed:  # shutdown() cancelled it where it stood
                 raise ShuttingDown("the sidecar is stopping")
-            raise Timeout(
-                f"the push to {request.aor or 'the token'} did not complete before the deadline",
-                data={"reason": "the push did not complete", "pushes": shared.report()},
-            )
+            raise _unfinished(shared)
         if not shared.delivered:
             raise self._rejected(shared)
         return {"status": "pushed", "pushes": shared.report()}
@@ -1117,15 +1119,7 @@ class Service:
                 push = heapq.heappop(heap)[2][0]
                 if push is None:
                     continue
-                shared = push.shared
-                self._inline_failed(
-                    push,
-                    Timeout(
-                        f"the push to {shared.aor or 'the token'} did not complete before"
-                        " the deadline",
-                        data={"reason": "the push did not complete", "pushes": shared.report()},
-                    ),
-                )
+                self._inline_failed(push, _unfinished(push.shared))
 
     def _inline_failed(self, push: _InlinePush, error: ControlError) -> None:
         if push.task:
@@ -1190,14 +1184,7 @@ class Service:
         if self.waiters.closed:
             self._inline_ended(push, "ShuttingDown", ShuttingDown("the sidecar is stopping"))
         else:
-            self._inline_ended(
-                push,
-                "Timeout",
-                Timeout(
-                    f"the push to {shared.aor or 'the token'} did not complete before the deadline",
-                    data={"reason": "the push did not complete", "pushes": shared.report()},
-                ),
-            )
+            self._inline_ended(push, "Timeout", _unfinished(shared))
 
     def _invalidate(self, device: Device, reason: str) -> None:
         now = self._clock()
