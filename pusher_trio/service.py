@@ -419,7 +419,6 @@ class _InlinePush:
         "cell",
         "deadline",
         "params",
-        "pending",
         "reply",
         "service",
         "shared",
@@ -429,12 +428,14 @@ class _InlinePush:
 
     def __init__(
         self,
+        service: Service,
         params: dict[str, JSON],
         shared: SharedPush,
         app: App,
         reply: Callable[[JSON | ControlError], None],
         started: float,
     ) -> None:
+        self.service = service
         self.params = params
         self.shared = shared
         self.app = app
@@ -442,14 +443,17 @@ class _InlinePush:
         self.started = started
         self.cancel: Callable[[], None] = _nothing
         self.deadline = math.inf  # trio time
-        self.cell: list[_InlinePush | None] = [self]  # what the deadline heap holds
-        self.service: Service | None = None
-        self.pending = True  # not answered yet
+        # what the deadline heap holds; emptied when answered
+        self.cell: list[_InlinePush | None] = [self]
         self.task = False  # a retry task finishes it
 
+    @property
+    def pending(self) -> bool:
+        """Not answered yet."""
+        return self.cell[0] is not None
+
     def answered(self, outcome: Outcome | None) -> None:
-        if self.service is not None:
-            self.service._inline_answered(self, outcome)
+        self.service._inline_answered(self, outcome)
 
 
 def _nothing() -> None:
@@ -1077,14 +1081,13 @@ class Service:
         started = time.perf_counter()
         expires_at = self._clock() + request.timeout
         shared = SharedPush(request.aor, [device], request.message, expires_at, received)
-        push = _InlinePush(params, shared, app, reply, started)
+        push = _InlinePush(self, params, shared, app, reply, started)
         cancel = start_send(
             app, device, request.message, expires_at=expires_at, answered=push.answered
         )
         if cancel is None:
             return False
         push.cancel = cancel
-        push.service = self
         self._pushed_inline += 1
         self._no_wait_in_flight += 1
         if self.observers:
@@ -1125,7 +1128,6 @@ class Service:
         if push.task:
             return  # its task answers (shutdown() cancels it)
         push.cancel()
-        push.pending = False
         self._inline_ended(push, type(error).__name__, error)
 
     def _inline_ended(self, push: _InlinePush, status: str, answer: JSON | ControlError) -> None:
@@ -1150,7 +1152,6 @@ class Service:
         self._inline_outcome(push, outcome)
 
     def _inline_outcome(self, push: _InlinePush, outcome: Outcome) -> None:
-        push.pending = False
         shared = push.shared
         try:
             self._answered(shared, 0, outcome, push.started)
@@ -1172,7 +1173,6 @@ class Service:
             with scope:
                 outcome = await self._pusher_send(push.app, shared.devices[0], shared, first)
         except BaseException:  # the service itself is cancelled: still answer
-            push.pending = False
             self._inline_ended(push, "ShuttingDown", ShuttingDown("the sidecar is stopping"))
             raise
         finally:
@@ -1180,7 +1180,6 @@ class Service:
         if outcome is not None:
             self._inline_outcome(push, outcome)
             return
-        push.pending = False
         if self.waiters.closed:
             self._inline_ended(push, "ShuttingDown", ShuttingDown("the sidecar is stopping"))
         else:

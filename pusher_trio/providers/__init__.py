@@ -110,6 +110,23 @@ def outcome_name(outcome: Outcome) -> str:
     return OUTCOME_NAMES[type(outcome)]
 
 
+def _fcm_request(
+    app: App,
+    auth: FirebaseAuth,
+    device: Device,
+    message: PushMessage,
+    token: str,
+    now: float,
+    expires_at: float,
+) -> HttpRequest | Rejected:
+    """fcm.build_request, under the path of a base_url that has one (a stand-in's)."""
+    request = fcm.build_request(app, device, message, token, now, expires_at)
+    prefix = urllib.parse.urlsplit(auth.base_url).path.rstrip("/")
+    if prefix and not isinstance(request, Rejected):
+        request = attrs.evolve(request, path=prefix + request.path)
+    return request
+
+
 def _fingerprint(*parts: str) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -312,10 +329,7 @@ class Providers:
                 if access is None:
                     return None  # the OAuth exchange is `send`'s
                 pool = self._pool_for(app)
-                request = fcm.build_request(app, device, message, access, now, expires_at)
-                prefix = urllib.parse.urlsplit(app.auth.base_url).path.rstrip("/")
-                if prefix and not isinstance(request, Rejected):
-                    request = attrs.evolve(request, path=prefix + request.path)
+                request = _fcm_request(app, app.auth, device, message, access, now, expires_at)
                 interpret = self._fcm_answer(app.auth, access)
             else:
                 return None
@@ -477,17 +491,14 @@ class Providers:
             pool = self._pool_for(app)
         except (OSError, ValueError) as error:
             return AuthFailed(f"app {app.app_id}: {error}")
-        prefix = urllib.parse.urlsplit(auth.base_url).path.rstrip("/")
         refreshed = False
         while True:
             token = await self._access_token(auth)
             if not isinstance(token, str):
                 return token
-            request = fcm.build_request(app, device, message, token, self._clock(), expires_at)
+            request = _fcm_request(app, auth, device, message, token, self._clock(), expires_at)
             if isinstance(request, Rejected):
                 return request
-            if prefix:
-                request = attrs.evolve(request, path=prefix + request.path)
             response = await self._request(pool, request)
             if not isinstance(response, HttpResponse):
                 return response
